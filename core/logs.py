@@ -1,0 +1,71 @@
+"""Logging: structlog, console on a TTY and JSON otherwise; secrets scrubbed on every line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+from core.secrets import REDACTED, SECRET_KEYS, scrub
+
+
+def _scrub_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {
+            k: (REDACTED if str(k).lower() in SECRET_KEYS else _scrub_value(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return type(value)(_scrub_value(v) for v in value)
+    if isinstance(value, BaseException):
+        return scrub(f"{type(value).__name__}: {value}")
+    return value
+
+
+def scrub_secrets(
+    _logger: Any, _name: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key in list(event):
+        if key.lower() in SECRET_KEYS:
+            event[key] = REDACTED
+        else:
+            event[key] = _scrub_value(event[key])
+    return event
+
+
+def _scrub_rendered(_logger: Any, _name: str, event: str) -> str:
+    # Exceptions are rendered late (format_exc_info); scrub the final line too.
+    return scrub(event)
+
+
+def configure(*, json: bool | None = None, level: int = logging.INFO,
+              stream: Any = None) -> None:
+    out = stream or sys.stderr
+    as_json = (not out.isatty()) if json is None else json
+    renderer: Any = (
+        structlog.processors.JSONRenderer(ensure_ascii=False)
+        if as_json else structlog.dev.ConsoleRenderer(colors=out.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            scrub_secrets,
+            renderer,
+            _scrub_rendered,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str) -> Any:
+    return structlog.get_logger(name)
