@@ -28,6 +28,8 @@ from core.records import (
     ShipRequest,
     StockUpdate,
     TokenSet,
+    TrackingResult,
+    TrackingStatus,
     UpdateOutcome,
 )
 from core.secrets import Secret
@@ -177,3 +179,37 @@ class Connector(ABC):
     async def refresh_token(self, current: TokenSet) -> TokenSet:
         """Exchange the refresh token; the result keeps the rotated refresh token."""
         raise NotImplementedError
+
+
+class TrackingProvider(ABC):
+    """A parcel-tracking source (Kuaidi100, …): one capability, tracking events for
+    (carrier, number), plus subscription callbacks where the provider pushes."""
+
+    platform: ClassVar[str]
+    title: ClassVar[str]
+    version: ClassVar[str] = "1.0.0"
+    capabilities: ClassVar[frozenset[Capability]]
+    carriers: ClassVar[CarrierTable]
+    # provider state code -> canonical tracking status (total)
+    status_table: ClassVar[Mapping[str, TrackingStatus]]
+    default_base_url: ClassVar[str]
+    sandbox_class: ClassVar[type[Sandbox] | None] = None
+
+    def __init__(self, shop: ShopContext, http: HttpSession) -> None:
+        self.shop = shop
+        self.http = http
+
+    @abstractmethod
+    async def track(self, carrier: str, tracking_number: str, *, phone: str = "") -> TrackingResult:
+        """The journey so far; raise NotFound when the provider knows no such parcel."""
+
+    async def subscribe(self, carrier: str, tracking_number: str, callback_url: str, *,
+                        phone: str = "") -> None:
+        raise NotImplementedError
+
+    def verify_callback(self, headers: Mapping[str, str], body: bytes) -> TrackingResult:
+        """Check a pushed update's signature (SignatureInvalid) and parse it."""
+        raise NotImplementedError
+
+    def callback_ack(self) -> PushAck:
+        return PushAck(200, b'{"result":true,"returnCode":"200","message":"ok"}')
