@@ -38,9 +38,10 @@ def scrub_secrets(
     return event
 
 
-def _scrub_rendered(_logger: Any, _name: str, event: str) -> str:
-    # Exceptions are rendered late (format_exc_info); scrub the final line too.
-    return scrub(event)
+def _scrub_rendered(_logger: Any, _name: str, event: Any) -> Any:
+    # The rendered line is scrubbed too: a secret inside a formatted exception or a nested
+    # object's repr only becomes visible here.
+    return scrub(event) if isinstance(event, str) else event
 
 
 def configure(*, json: bool | None = None, level: int = logging.INFO,

@@ -237,6 +237,10 @@ class Sandbox(ABC):
         self._ids = itertools.count(1)
         self._lock = asyncio.Lock()
 
+    def client_secrets(self) -> dict[str, str]:
+        """Extra secrets a client of this sandbox needs (ShopContext.extra_secrets)."""
+        return {}
+
     # -- ids -------------------------------------------------------------------------------
     def new_item_id(self) -> str:
         return str(self.item_id_base + next(self._ids))

@@ -1,0 +1,210 @@
+"""The outbox worker: claims due tasks and sends them through the connectors.
+
+Stock tasks of one shop are sent together through the platform's batch method (chunked to
+its batch limit). A task's outcome decides its next state:
+
+    success / "already shipped" with our waybill  → done (or pending if a newer version waits)
+    RateLimited, Transient, BadResponse, timeout   → retried later with backoff
+    AuthExpired (after the one refresh)            → retried later, `auth_expired` alert
+    Rejected, NotFound, UnmappedCarrier            → failed, visible, alerted
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from core import outbox
+from core.alerts import open_alert, resolve_alert
+from core.connector import Connector
+from core.db import transaction
+from core.errors import (
+    AuthExpired,
+    BadResponse,
+    ConnectorError,
+    ErpsyncError,
+    RateLimited,
+    Rejected,
+)
+from core.logs import get_logger
+from core.model import Listing, Order, Shipment
+from core.outbox import Claimed
+from core.records import ShipRequest, StockUpdate
+from core.runtime import Runtime
+
+log = get_logger("erpsync.outbox")
+
+
+@dataclass(slots=True)
+class SendStats:
+    claimed: int = 0
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    calls_by_kind: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+class OutboxWorker:
+    def __init__(self, rt: Runtime, *, limit: int = 500) -> None:
+        self.rt = rt
+        self.limit = limit
+
+    async def drain(self, *, shops: Sequence[str] | None = None, rounds: int = 20,
+                    kinds: Sequence[str] | None = None) -> SendStats:
+        """Send until nothing is due (or `rounds` claims were made)."""
+        stats = SendStats()
+        shop_ids = [self.rt.shop_ids[s] for s in shops] if shops is not None else None
+        for _ in range(rounds):
+            async with transaction(self.rt.sessions) as session:
+                claimed = await outbox.claim(session, owner=self.rt.node, now=self.rt.now(),
+                                             lease=self.rt.config.daemon.lease,
+                                             limit=self.limit, shop_ids=shop_ids, kinds=kinds)
+            if not claimed:
+                break
+            stats.claimed += len(claimed)
+            groups: dict[tuple[int, str], list[Claimed]] = defaultdict(list)
+            for task in claimed:
+                groups[(task.shop_id, task.kind)].append(task)
+            for (shop_id, kind), tasks in groups.items():
+                await self._send_group(shop_id, kind, tasks, stats)
+        return stats
+
+    async def _send_group(self, shop_id: int, kind: str, tasks: list[Claimed],
+                          stats: SendStats) -> None:
+        try:
+            connector = self.rt.connector(self.rt.shop_name(shop_id))
+        except KeyError:
+            for task in tasks:
+                await self._outcome(task, Rejected(f"shop {shop_id} is not configured"), stats)
+            return
+        if kind == "stock":
+            await self._send_stock(connector, tasks, stats)
+        elif kind == "ship":
+            for task in tasks:
+                await self._send_ship(connector, task, stats)
+        else:
+            for task in tasks:
+                await self._outcome(task, Rejected(f"unknown outbox kind {kind!r}"), stats)
+
+    async def _send_stock(self, connector: Connector, tasks: list[Claimed],
+                          stats: SendStats) -> None:
+        listing_ids = [int(t.payload["listing_id"]) for t in tasks]
+        async with self.rt.sessions() as session:
+            listings = {row.id: row for row in (await session.scalars(
+                select(Listing).where(Listing.id.in_(listing_ids)))).all()}
+        by_key = {}
+        updates = []
+        for task in tasks:
+            listing = listings[int(task.payload["listing_id"])]
+            update_ = StockUpdate(listing.platform_item_id, listing.platform_sku_id,
+                                  int(task.payload["quantity"]))
+            by_key[(update_.platform_item_id, update_.platform_sku_id)] = task
+            updates.append(update_)
+        size = max(1, connector.limits.max_batch)
+        for start in range(0, len(updates), size):
+            chunk = updates[start:start + size]
+            stats.calls_by_kind["stock"] += 1
+            try:
+                outcomes = await connector.set_stock(chunk)
+            except ErpsyncError as exc:
+                for item in chunk:
+                    await self._outcome(by_key[(item.platform_item_id, item.platform_sku_id)],
+                                        exc, stats)
+                continue
+            for outcome in outcomes:
+                task = by_key[(outcome.platform_item_id, outcome.platform_sku_id)]
+                await self._outcome(task, outcome.error, stats)
+
+    async def _send_ship(self, connector: Connector, task: Claimed, stats: SendStats) -> None:
+        async with self.rt.sessions() as session:
+            shipment = await session.get(Shipment, int(task.payload["shipment_id"]))
+            assert shipment is not None
+            order = await session.scalar(select(Order).where(Order.id == shipment.order_id)
+                                         .options(selectinload(Order.lines)))
+            assert order is not None
+            lines = {line.id: line for line in order.lines}
+            partial = len(shipment.line_ids) < len(lines)
+            request = ShipRequest(
+                platform_order_id=order.platform_order_id, carrier=shipment.carrier,
+                tracking_number=shipment.tracking_number,
+                line_ids=tuple(lines[i].platform_line_id for i in shipment.line_ids)
+                if partial else ())
+        stats.calls_by_kind["ship"] += 1
+        error: Exception | None = None
+        try:
+            await connector.ship(request)
+        except Rejected as exc:
+            error = exc
+            if exc.reason == "already_shipped":
+                # the first attempt may have landed before its answer was lost: the
+                # platform holding our waybill means the push is done
+                try:
+                    held = await connector.get_order(request.platform_order_id)
+                    if request.tracking_number in held.tracking_numbers:
+                        error = None
+                except ConnectorError as lookup:
+                    error = lookup
+        except ErpsyncError as exc:
+            error = exc
+        await self._outcome(task, error, stats, shipment_id=shipment.id)
+
+    async def _outcome(self, task: Claimed, error: Exception | None, stats: SendStats, *,
+                       shipment_id: int | None = None) -> None:
+        now = self.rt.now()
+        owner = self.rt.node
+        async with transaction(self.rt.sessions) as session:
+            if error is None:
+                if not await outbox.complete(session, task, owner=owner, now=now):
+                    return  # our lease was taken over; the new owner finishes it
+                stats.sent += 1
+                await self._after_success(session, task, shipment_id, now)
+                return
+            message = _describe(error)
+            if isinstance(error, AuthExpired):
+                await outbox.retry_later(session, task, owner=owner, now=now, error=message)
+                await open_alert(session, "auth_expired", f"shop:{task.shop_id}",
+                                 f"{self.rt.shop_name(task.shop_id)}: {message}", now)
+                stats.retried += 1
+            elif isinstance(error, BadResponse) or (
+                    isinstance(error, ConnectorError) and error.retriable):
+                retry_after = error.retry_after if isinstance(error, RateLimited) else None
+                await outbox.retry_later(session, task, owner=owner, now=now, error=message,
+                                         retry_after=retry_after)
+                stats.retried += 1
+            else:
+                await outbox.fail(session, task, owner=owner, now=now, error=message)
+                stats.failed += 1
+                kind = "tracking_push_failed" if task.kind == "ship" else "push_failed"
+                await open_alert(session, kind, f"{task.kind}:{task.target}",
+                                 f"{self.rt.shop_name(task.shop_id)} refused {task.kind} for "
+                                 f"{task.target}: {message}", now)
+                if shipment_id is not None:
+                    await session.execute(update(Shipment).where(Shipment.id == shipment_id)
+                                          .values(push_state="failed", push_error=message))
+        log.info("outbox_outcome", kind=task.kind, target=task.target,
+                 shop=self.rt.shop_name(task.shop_id), error=_describe(error))
+
+    async def _after_success(self, session: AsyncSession, task: Claimed,
+                             shipment_id: int | None, now: datetime) -> None:
+        if task.kind == "stock":
+            await session.execute(
+                update(Listing).where(Listing.id == int(task.payload["listing_id"]),
+                                      Listing.last_pushed_version < task.version)
+                .values(last_pushed_quantity=int(task.payload["quantity"]),
+                        last_pushed_version=task.version, last_pushed_at=now))
+        elif task.kind == "ship" and shipment_id is not None:
+            await session.execute(update(Shipment).where(Shipment.id == shipment_id)
+                                  .values(push_state="pushed", pushed_at=now, push_error=""))
+            await resolve_alert(session, "tracking_push_late", f"shipment:{shipment_id}", now)
+        await resolve_alert(session, "push_failed" if task.kind != "ship"
+                            else "tracking_push_failed", f"{task.kind}:{task.target}", now)
+
+
+def _describe(error: Exception | None) -> str:
+    return "" if error is None else f"{type(error).__name__}: {error}"
