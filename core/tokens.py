@@ -16,6 +16,7 @@ from pathlib import Path
 
 from core.errors import AuthExpired
 from core.records import TokenSet
+from core.secrets import register
 
 Refresher = Callable[[TokenSet], Awaitable[TokenSet]]
 
@@ -25,7 +26,7 @@ class RefreshingTokens:
 
     def __init__(self, tokens: TokenSet, refresher: Refresher | None = None,
                  on_refreshed: Callable[[TokenSet], None] | None = None) -> None:
-        self._tokens = tokens
+        self._tokens = _registered(tokens)
         self._refresher = refresher
         self._on_refreshed = on_refreshed
         self._lock = asyncio.Lock()
@@ -44,7 +45,7 @@ class RefreshingTokens:
             if self._refresher is None or not stale.refresh_token:
                 raise AuthExpired("access token expired and no refresh is possible: "
                                   "re-authorise the shop")
-            fresh = await self._refresher(stale)
+            fresh = _registered(await self._refresher(stale))
             self._tokens = fresh
             self.refreshes += 1
             if self._on_refreshed is not None:
@@ -88,6 +89,13 @@ class TokenFile:
         with os.fdopen(fd, "w") as handle:
             json.dump(data, handle)
         os.replace(tmp, self.path)
+
+
+def _registered(tokens: TokenSet) -> TokenSet:
+    """Tokens are secrets: make the log pipeline scrub them wherever they appear."""
+    register(tokens.access_token)
+    register(tokens.refresh_token)
+    return tokens
 
 
 def _when(text: str | None) -> datetime | None:

@@ -6,6 +6,8 @@ clock and token refresh, exactly as the core wires it to a real shop.
 
 from __future__ import annotations
 
+import httpx
+
 from core.clock import Clock, ManualClock
 from core.connector import Connector, ShopContext
 from core.http import HttpSession, RetryPolicy
@@ -38,3 +40,16 @@ def connect(connector_class: type[Connector], sandbox: Sandbox, *,
     connector = connector_class(context, session)
     tokens.bind(connector.refresh_token)
     return connector
+
+
+class RoutingTransport(httpx.AsyncBaseTransport):
+    """One transport for several sandboxes, chosen by host (`http://<key>.sandbox/...`)."""
+
+    def __init__(self, routes: dict[str, Sandbox]) -> None:
+        self.routes = {host: sandbox.transport() for host, sandbox in routes.items()}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        transport = self.routes.get(request.url.host)
+        if transport is None:
+            return httpx.Response(502, text=f"no sandbox at {request.url.host}", request=request)
+        return await transport.handle_async_request(request)
