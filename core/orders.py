@@ -269,6 +269,14 @@ class OrderBook:
         return changed
 
 
+    async def stock_changed(self, session: AsyncSession, sku_ids: set[int],
+                            now: datetime) -> int:
+        """After receipts, stocktakes and returns: serve backorders (FIFO), then publish.
+        Returns the outbox rows written."""
+        changed = set(sku_ids) | await self.serve_backorders(session, set(sku_ids), now)
+        return await self.publisher.publish(session, changed, now)
+
+
 def _facts(order: Order) -> OrderFacts:
     promises = [line.presale_ship_by for line in order.lines if line.presale_ship_by]
     return OrderFacts(paid_fen=order.paid_fen, province=order.province,

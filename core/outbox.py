@@ -120,6 +120,17 @@ async def retry_later(session: AsyncSession, task: Claimed, *, owner: str, now: 
         .execution_options(synchronize_session=False))
 
 
+async def defer(session: AsyncSession, task: Claimed, *, owner: str, now: datetime,
+                delay: timedelta, reason: str) -> None:
+    """Not now, and not a failure: back to pending without counting an attempt."""
+    await session.execute(
+        update(OutboxTask)
+        .where(OutboxTask.id == task.id, OutboxTask.lease_owner == owner)
+        .values(state="pending", last_error=reason, next_attempt_at=now + delay,
+                lease_owner="", lease_expires_at=None, updated_at=now)
+        .execution_options(synchronize_session=False))
+
+
 async def fail(session: AsyncSession, task: Claimed, *, owner: str, now: datetime,
                error: str) -> None:
     """A permanent refusal: visible, not retried until an operator says so. A newer version

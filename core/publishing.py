@@ -101,7 +101,16 @@ def _ratio(value: float) -> tuple[int, int]:
 class PublishTarget:
     listing_id: int
     shop_id: int
+    sku_id: int
     quantity: int
+
+
+def _priority(quantity: int, decrease: bool) -> int:
+    """Sell-outs first, then decreases, then increases (which strict mode also holds back
+    until the SKU's decreases elsewhere have landed)."""
+    if quantity == 0:
+        return 0
+    return 1 if decrease else 2
 
 
 class Publisher:
@@ -130,9 +139,10 @@ class Publisher:
         for sku_id, channels in by_sku.items():
             if self.mode == "strict":
                 shares = strict_allocation(available[sku_id], [(lid, r) for lid, _, r in channels])
-                targets.extend(PublishTarget(lid, sid, shares[lid]) for lid, sid, _ in channels)
+                targets.extend(PublishTarget(lid, sid, sku_id, shares[lid])
+                               for lid, sid, _ in channels)
             else:
-                targets.extend(PublishTarget(lid, sid, shared_quantity(available[sku_id], r))
+                targets.extend(PublishTarget(lid, sid, sku_id, shared_quantity(available[sku_id], r))
                                for lid, sid, r in channels)
         return targets
 
@@ -144,13 +154,15 @@ class Publisher:
         targets = await self.targets(session, sku_ids)
         if not targets:
             return 0
-        column = Listing.platform_quantity if against_platform else Listing.queued_quantity
-        known = dict((await session.execute(
-            select(Listing.id, column)
-            .where(Listing.id.in_([t.listing_id for t in targets])))).all())
+        rows = {row.id: row for row in (await session.execute(
+            select(Listing.id, Listing.queued_quantity, Listing.platform_quantity,
+                   Listing.last_pushed_quantity)
+            .where(Listing.id.in_([t.listing_id for t in targets])))).all()}
         written = 0
         for target in sorted(targets, key=lambda t: t.listing_id):
-            if known.get(target.listing_id) == target.quantity:
+            row = rows[target.listing_id]
+            known = row.platform_quantity if against_platform else row.queued_quantity
+            if known == target.quantity:
                 if against_platform:  # already right on the platform: remember it as sent
                     await session.execute(
                         update(Listing).where(Listing.id == target.listing_id)
@@ -163,9 +175,16 @@ class Publisher:
                         queued_quantity=target.quantity)
                 .returning(Listing.publish_version)
                 .execution_options(synchronize_session=False))).scalar_one()
+            # compared with what the platform shows as far as we know, not with what was
+            # queued: lowering a queued-but-unsent raise is still a decrease there
+            shown = (row.platform_quantity if row.last_pushed_quantity is None
+                     else row.last_pushed_quantity)
+            decrease = target.quantity < shown
             await enqueue(session, kind="stock", shop_id=target.shop_id,
                           target=str(target.listing_id), dedup_key=f"listing:{target.listing_id}",
-                          payload={"listing_id": target.listing_id, "quantity": target.quantity},
-                          version=version, priority=0 if target.quantity == 0 else 1, now=now)
+                          payload={"listing_id": target.listing_id, "sku_id": target.sku_id,
+                                   "quantity": target.quantity, "decrease": decrease},
+                          version=version, priority=_priority(target.quantity, decrease),
+                          now=now)
             written += 1
         return written

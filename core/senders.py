@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -33,7 +33,7 @@ from core.errors import (
     Rejected,
 )
 from core.logs import get_logger
-from core.model import Listing, Order, Shipment
+from core.model import Listing, Order, OutboxTask, Shipment
 from core.outbox import Claimed
 from core.records import ShipRequest, StockUpdate
 from core.runtime import Runtime
@@ -94,6 +94,39 @@ class OutboxWorker:
 
     async def _send_stock(self, connector: Connector, tasks: list[Claimed],
                           stats: SendStats) -> None:
+        if self.rt.config.inventory.mode != "strict":
+            await self._send_stock_batch(connector, tasks, stats)
+            return
+        # Strict mode: the channels' shares must never add up to more than exists, so an
+        # increase waits until every decrease of the same SKU has reached its platform.
+        decreases = [t for t in tasks if t.payload.get("decrease")]
+        increases = [t for t in tasks if not t.payload.get("decrease")]
+        await self._send_stock_batch(connector, decreases, stats)
+        if not increases:
+            return
+        waiting = await self._skus_with_open_decreases({int(t.payload["sku_id"])
+                                                       for t in increases})
+        await self._send_stock_batch(
+            connector, [t for t in increases if int(t.payload["sku_id"]) not in waiting], stats)
+        for task in increases:
+            if int(task.payload["sku_id"]) in waiting:
+                async with transaction(self.rt.sessions) as session:
+                    await outbox.defer(session, task, owner=self.rt.node, now=self.rt.now(),
+                                       delay=timedelta(seconds=1),
+                                       reason="strict mode: waiting for decreases elsewhere")
+
+    async def _skus_with_open_decreases(self, sku_ids: set[int]) -> set[int]:
+        async with self.rt.sessions() as session:
+            payloads = (await session.scalars(select(OutboxTask.payload).where(
+                OutboxTask.kind == "stock",
+                OutboxTask.state.in_(["pending", "sending", "failed"])))).all()
+        return {int(p["sku_id"]) for p in payloads
+                if p.get("decrease") and int(p.get("sku_id", 0)) in sku_ids}
+
+    async def _send_stock_batch(self, connector: Connector, tasks: list[Claimed],
+                                stats: SendStats) -> None:
+        if not tasks:
+            return
         listing_ids = [int(t.payload["listing_id"]) for t in tasks]
         async with self.rt.sessions() as session:
             listings = {row.id: row for row in (await session.scalars(

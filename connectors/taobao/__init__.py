@@ -1,0 +1,1 @@
+"""Taobao / Tmall Open Platform (TOP) connector: client, mapping, connector and sandbox."""
