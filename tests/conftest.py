@@ -74,7 +74,7 @@ def write_config(tmp_path: Path, db_url: str, shops: list[dict[str, Any]], *,
                  mode: str = "shared", extra: str = "") -> Path:
     """A config file in tmp_path with the repository's rules.toml beside it."""
     shutil.copy(ROOT / "config" / "rules.toml", tmp_path / "rules.toml")
-    lines = [f'rules = "rules.toml"', f'secrets = "secrets.json"', "",
+    lines = ['rules = "rules.toml"', 'secrets = "secrets.json"', "",
              "[database]", f'url = "{db_url}"', "", "[inventory]", f'mode = "{mode}"', ""]
     for shop in shops:
         lines.append("[[shops]]")
@@ -131,11 +131,12 @@ async def make_runtime(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Runt
 def seed_pool() -> Callable[..., Any]:
     """`await seed_pool(rt, {"CODE": on_hand, ...})`: one product per code, stock received
     into MAIN, and every shop's listings pulled (bound by merchant code)."""
+    from sqlalchemy import select
+
     from core.catalog import ProductSpec, SkuSpec, upsert_product
     from core.db import transaction
     from core.listings import pull_listings
     from core.model import Sku
-    from sqlalchemy import select
 
     async def seed(rt: Runtime, stock: dict[str, int], *, pull: bool = True) -> dict[str, int]:
         ids: dict[str, int] = {}

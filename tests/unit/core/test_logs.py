@@ -28,7 +28,7 @@ async def test_signed_calls_log_no_secret(clock: ManualClock) -> None:
         sandbox = TaobaoSandbox(clock=clock, app_secret=SECRET)
         sandbox.add_item("马克杯", "MUG", 3900, skus=[("MUG", 5, 3900)])
         connector = connect(TaobaoConnector, sandbox, clock=clock)
-        listing = [item async for item in connector.iter_listings()][0]
+        listing, = [item async for item in connector.iter_listings()]
         sandbox.expire_token()  # forces a refresh: old and new tokens pass through the client
         await connector.set_stock([StockUpdate(listing.platform_item_id,
                                                listing.platform_sku_id, 3)])
