@@ -42,6 +42,7 @@ import hmac
 import json
 import smtplib
 import ssl
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -211,7 +212,7 @@ class LogSink:
                                 **alert_payload(alert))
 
 
-class _HttpSink:
+class _HttpSink(ABC):
     """POSTs JSON; turns transport trouble and HTTP statuses into SinkError."""
 
     def __init__(self, name: str, client: httpx.AsyncClient, clock: Clock, *,
@@ -220,6 +221,9 @@ class _HttpSink:
         self._client = client
         self._clock = clock
         self._timeout = timeout
+
+    @abstractmethod
+    async def send(self, alerts: Sequence[AlertMessage]) -> None: ...
 
     def _display(self, url: str) -> str:
         return urlsplit(url).netloc  # the path and query may hold the robot's key
@@ -404,12 +408,13 @@ class WebhookSink(_HttpSink):
 
 class EmailSink:
     """Plain-text mail over SMTP (standard library, run in a thread so the loop never
-    blocks). `starttls` upgrades a plain connection; `use_ssl` speaks TLS from the start."""
+    blocks). `starttls` upgrades a plain connection; `use_ssl` speaks TLS from the start;
+    `tls_context` trusts a private CA instead of the system's."""
 
     def __init__(self, *, host: str, sender: str, recipients: Sequence[str], clock: Clock,
                  port: int = 25, username: str = "", password: Secret | None = None,
                  starttls: bool = False, use_ssl: bool = False, timeout: float = 15.0,
-                 name: str = "email") -> None:
+                 tls_context: ssl.SSLContext | None = None, name: str = "email") -> None:
         if not recipients:
             raise ValueError("EmailSink needs at least one recipient")
         self.name = name
@@ -418,6 +423,7 @@ class EmailSink:
         self._username, self._password = username, password
         self._starttls, self._use_ssl = starttls, use_ssl
         self._timeout = timeout
+        self._tls = tls_context  # None: the system's CAs, hostname checked
         self._clock = clock
 
     def message(self, alerts: Sequence[AlertMessage]) -> EmailMessage:
@@ -438,11 +444,11 @@ class EmailSink:
         try:
             smtp: smtplib.SMTP = (
                 smtplib.SMTP_SSL(self._host, self._port, timeout=self._timeout,
-                                 context=ssl.create_default_context())
+                                 context=self._tls or ssl.create_default_context())
                 if self._use_ssl else smtplib.SMTP(self._host, self._port, timeout=self._timeout))
             with smtp:
                 if self._starttls:
-                    smtp.starttls(context=ssl.create_default_context())
+                    smtp.starttls(context=self._tls or ssl.create_default_context())
                 if self._username:
                     smtp.login(self._username, self._password.reveal() if self._password else "")
                 smtp.send_message(message)
