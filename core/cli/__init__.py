@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from core import logs
-from core.cli import admin, demo, orders, shipping, stock
+from core.cli import admin, catalog, demo, orders, shipping, stock
 from core.cli import listings as listings_commands
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -30,6 +30,7 @@ admin.register(app)
 app.add_typer(orders.app, name="orders")
 app.add_typer(stock.app, name="stock")
 app.add_typer(listings_commands.app, name="listings")
+app.add_typer(catalog.app, name="catalog")
 shipping.register(app)
 demo.register(app)
 
