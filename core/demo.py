@@ -103,14 +103,18 @@ def place_orders(sandboxes: dict[str, Sandbox], seed: int, per_shop: int) -> Non
             merged: dict[str, int] = {}
             for code, qty in lines:
                 merged[code] = merged.get(code, 0) + qty
-            try:
-                order = sandbox.place_order(list(merged.items()), paid=rng.random() > 0.1,
-                                            buyer_remark=rng.choice(REMARKS),
-                                            address=rng.choice(ADDRESSES))
-            except SoldOut:
-                continue
-            if rng.random() < 0.1:
-                sandbox.cancel(order.order_id)
+            cart = list(merged.items())
+            size = sandbox.max_lines_per_order or len(cart)
+            paid, remark, address = rng.random() > 0.1, rng.choice(REMARKS), rng.choice(ADDRESSES)
+            cancel = rng.random() < 0.1
+            for start in range(0, len(cart), size):  # one order per line where the platform says so
+                try:
+                    order = sandbox.place_order(cart[start:start + size], paid=paid,
+                                                buyer_remark=remark, address=address)
+                except SoldOut:
+                    continue
+                if cancel:
+                    sandbox.cancel(order.order_id)
 
 
 async def seed_catalogue(rt: Runtime) -> None:

@@ -94,7 +94,10 @@ async def pull_listings(rt: Runtime, shop: str, *, correct: bool = True) -> List
             drift = Drift(listing.id, listing.platform_item_id, listing.platform_sku_id,
                           listing.merchant_code, listing.platform_quantity, expected, flying)
             stats.drift.append(drift)
-            if not flying and abs(drift.delta) > threshold:
+            # a listing we never pushed is first sync, not drift: alert only when the
+            # platform moved away from what we told it
+            pushed = listing.last_pushed_quantity is not None
+            if pushed and not flying and abs(drift.delta) > threshold:
                 await open_alert(session, "stock_drift", subject,
                                  f"{shop} shows {listing.platform_quantity} of "
                                  f"{listing.merchant_code}, the pool says {expected}", now,

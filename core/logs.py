@@ -52,6 +52,8 @@ def configure(*, json: bool | None = None, level: int = logging.INFO,
         structlog.processors.JSONRenderer(ensure_ascii=False)
         if as_json else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
+    # httpx logs full URLs at INFO, and some platforms sign or key requests in the URL
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

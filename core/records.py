@@ -235,3 +235,4 @@ class TrackingResult:
     status: TrackingStatus
     events: tuple[TrackingEventRecord, ...]
     final: bool
+    note: str = ""  # why the provider stopped watching, when it did ("60天无变化")

@@ -216,6 +216,8 @@ class Sandbox(ABC):
     item_id_base: ClassVar[int] = 600_000_000_000
     sku_id_base: ClassVar[int] = 4_000_000_000_000
     order_id_base: ClassVar[int] = 2_000_000_000_000_000
+    # platforms where one order holds one SKU line (a cart becomes several orders)
+    max_lines_per_order: ClassVar[int | None] = None
 
     def __init__(self, *, app_key: str = "sandbox-app", app_secret: str = "sandbox-secret-0001",
                  access_token: str = "sandbox-access-token-1",
@@ -296,6 +298,9 @@ class Sandbox(ABC):
                     address: Mapping[str, str] | None = None) -> SandboxOrder:
         """A buyer orders (sku outer id, qty) lines; the platform deducts its own listed
         stock at once and refuses what it does not have listed (SoldOut)."""
+        if self.max_lines_per_order is not None and len(lines) > self.max_lines_per_order:
+            raise ValueError(f"a {self.platform} order holds at most {self.max_lines_per_order} "
+                             "line(s): place one order per line")
         resolved = [(self.find_sku(code), qty) for code, qty in lines]
         for (item, sku), qty in resolved:
             have = sku.quantity if sku else item.quantity

@@ -21,6 +21,7 @@ SECRET_KEYS = frozenset({
     "sign", "signature", "app_secret", "appsecret", "client_secret", "secret", "access_token",
     "accesstoken", "session", "refresh_token", "token", "password", "authorization",
     "x-shopify-access-token", "signsecret", "sign_secret", "consumer_secret", "key",
+    "refreshtoken", "msgsecret", "msg_secret", "app_secret_key", "client_secret_key",
 })
 
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -49,7 +50,7 @@ from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from typing import Any, ClassVar, Protocol, runtime_checkable
-from urllib.parse import quote, quote_plus, urlsplit
+from urllib.parse import parse_qs, quote, quote_plus, urlsplit
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
@@ -251,6 +252,16 @@ class _HttpSink(ABC):
         return response
 
 
+def _split_webhook(url: Secret, kind: str) -> tuple[str, str, dict[str, list[str]]]:
+    """(base URL without query, last path segment, query) of a robot's webhook URL. The URL
+    is a credential: errors name the robot kind only."""
+    parts = urlsplit(url.reveal())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{kind} webhook URL is not an http(s) URL")
+    base = f"{parts.scheme}://{parts.netloc}{parts.path}"
+    return base, parts.path.rstrip("/").rsplit("/", 1)[-1], parse_qs(parts.query)
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     try:
         return max(0.0, float(response.headers.get("Retry-After", "")))
@@ -304,6 +315,18 @@ class DingTalkSink(_RobotSink):
         self._secret = secret
         self._base_url = base_url
 
+    @classmethod
+    def from_webhook_url(cls, url: Secret, *, client: httpx.AsyncClient, clock: Clock,
+                         secret: Secret | None = None, name: str = "dingtalk",
+                         timeout: float = 10.0) -> DingTalkSink:
+        """From the URL the robot page shows (`…/robot/send?access_token=…`)."""
+        base, _, query = _split_webhook(url, "DingTalk")
+        token = query.get("access_token", [""])[0]
+        if not token:
+            raise ValueError("DingTalk webhook URL has no access_token")
+        return cls(Secret(token), client=client, clock=clock, secret=secret, name=name,
+                   base_url=base, timeout=timeout)
+
     def url(self) -> str:
         url = f"{self._base_url}?access_token={quote(self._token.reveal(), safe='')}"
         if self._secret:
@@ -334,6 +357,17 @@ class WeComSink(_RobotSink):
         self._key = key
         self._base_url = base_url
 
+    @classmethod
+    def from_webhook_url(cls, url: Secret, *, client: httpx.AsyncClient, clock: Clock,
+                         name: str = "wecom", timeout: float = 10.0) -> WeComSink:
+        """From the URL the robot shows (`…/cgi-bin/webhook/send?key=…`)."""
+        base, _, query = _split_webhook(url, "WeCom")
+        key = query.get("key", [""])[0]
+        if not key:
+            raise ValueError("WeCom webhook URL has no key")
+        return cls(Secret(key), client=client, clock=clock, name=name, base_url=base,
+                   timeout=timeout)
+
     async def send(self, alerts: Sequence[AlertMessage]) -> None:
         url = f"{self._base_url}?key={quote(self._key.reveal(), safe='')}"
         payload = {"msgtype": "markdown",
@@ -361,6 +395,17 @@ class FeishuSink(_RobotSink):
         self._hook = hook_id
         self._secret = secret
         self._base_url = base_url.rstrip("/")
+
+    @classmethod
+    def from_webhook_url(cls, url: Secret, *, client: httpx.AsyncClient, clock: Clock,
+                         secret: Secret | None = None, name: str = "feishu",
+                         timeout: float = 10.0) -> FeishuSink:
+        """From the URL the bot shows (`…/open-apis/bot/v2/hook/<id>`, Feishu or Lark)."""
+        base, hook, _ = _split_webhook(url, "Feishu")
+        if "/hook/" not in base or not hook:
+            raise ValueError("Feishu webhook URL has no hook id")
+        return cls(Secret(hook), client=client, clock=clock, secret=secret, name=name,
+                   base_url=base[:base.rstrip("/").rindex("/")], timeout=timeout)
 
     def payload(self, alerts: Sequence[AlertMessage]) -> dict[str, Any]:
         worst = _ordered(alerts)[0]
@@ -492,6 +537,13 @@ def _retriable(exc: BaseException) -> bool:
     return isinstance(exc, OSError | TimeoutError | httpx.TransportError)
 
 
+def _log_failure(sink: str, alerts: int, attempts: int, error: str) -> None:
+    # The report is the contract; a broken log stream must not turn it into an exception.
+    with contextlib.suppress(Exception):
+        log.warning("alert_sink_failed", sink=sink, alerts=alerts, attempts=attempts,
+                    error=error)
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, SinkError):
         return str(exc)
@@ -533,8 +585,7 @@ class Dispatcher:
             except Exception as exc:  # a sink's failure is reported, never raised
                 failed += len(batch)
                 errors.append(_describe(exc))
-                log.warning("alert_sink_failed", sink=sink.name, alerts=len(batch),
-                            attempts=tries[0], error=errors[-1])
+                _log_failure(sink.name, len(batch), tries[0], errors[-1])
             attempts += tries[0]
         return SinkReport(sink.name, delivered, failed, len(batches), attempts, tuple(errors))
 

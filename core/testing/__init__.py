@@ -6,26 +6,30 @@ clock and token refresh, exactly as the core wires it to a real shop.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import httpx
 
 from core.clock import Clock, ManualClock
-from core.connector import Connector, ShopContext
+from core.connector import Connector, ShopContext, TrackingProvider
 from core.http import HttpSession, RetryPolicy
 from core.records import TokenSet
 from core.sandbox import Sandbox
 from core.secrets import Secret
 from core.tokens import RefreshingTokens
 
+C = TypeVar("C", Connector, TrackingProvider)
 
-def connect(connector_class: type[Connector], sandbox: Sandbox, *,
+
+def connect(connector_class: type[C], sandbox: Sandbox, *,
             clock: Clock | None = None, shop: str = "test-shop",
             base_url: str | None = None, options: dict[str, object] | None = None,
             extra_secrets: dict[str, str] | None = None,
             access_token: str = "sandbox-access-token-1",
             refresh_token: str = "sandbox-refresh-token-1",
             app_secret: str | None = None,
-            retry: RetryPolicy | None = None) -> Connector:
-    """A connector talking to `sandbox` through an in-process transport."""
+            retry: RetryPolicy | None = None) -> C:
+    """A connector (or tracking provider) talking to `sandbox` in-process."""
     used_clock = clock or sandbox.clock or ManualClock()
     session = HttpSession(transport=sandbox.transport(), clock=used_clock,
                           retry=retry or RetryPolicy(attempts=4), rate_limits=False)
@@ -38,7 +42,8 @@ def connect(connector_class: type[Connector], sandbox: Sandbox, *,
         options=options or {},
     )
     connector = connector_class(context, session)
-    tokens.bind(connector.refresh_token)
+    if isinstance(connector, Connector):
+        tokens.bind(connector.refresh_token)
     return connector
 
 
