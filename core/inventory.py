@@ -18,11 +18,15 @@ A row count of 1 means reserved; there is no read-then-write to race. The races 
   same moment. Each line first inserts its Reservation row, unique per order line, with
   ON CONFLICT DO NOTHING; the loser of that insert (PostgreSQL blocks it until the winner
   commits) inserts nothing and skips the UPDATE, so a line is never reserved twice.
-* An order with several lines where one line is short. All lines run inside one
-  savepoint; a short line rolls the savepoint back, so no line of the order keeps a unit
-  it cannot ship with the others (all or nothing), and the order waits as a backorder.
+* An order with several lines where one line is short. The lines already taken in the
+  same call are given back in the same transaction before anyone can see them, so no line
+  of the order keeps a unit it cannot ship with the others (all or nothing), and the
+  order waits as a backorder.
 * Deadlocks between two multi-line orders: lines reserve in SKU order, so two
-  transactions always lock level rows in the same order.
+  transactions always lock level rows in the same order. A transaction that reserves for
+  a whole page of orders (a pull) first locks every level it may touch, in id order
+  (`lock_levels`), for the same reason: otherwise page A taking SKU 1 then 2 while page B
+  takes 2 then 1 would deadlock on PostgreSQL.
 
 Every change writes a StockMovement, and a level always equals the sum of its movements.
 """
@@ -33,7 +37,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db import insert_for, is_postgres
@@ -167,58 +171,109 @@ class StockPool:
                               .execution_options(synchronize_session=False))
         return {sku_id}
 
+    async def lock_levels(self, session: AsyncSession, sku_ids: Iterable[int]) -> None:
+        """Take the row locks of these SKUs' levels in id order (PostgreSQL; SQLite's
+        BEGIN IMMEDIATE already serialises writers)."""
+        ids = sorted(set(sku_ids))
+        if ids and is_postgres(session):
+            await session.execute(select(StockLevel.id).where(StockLevel.sku_id.in_(ids))
+                                  .order_by(StockLevel.id).with_for_update())
+
     # -- reservations -----------------------------------------------------------------------
     async def reserve_order(self, session: AsyncSession, order: Order, now: datetime) -> ReserveResult:
         """Reserve every open, bound line of `order`, all or nothing."""
-        lines = sorted((line for line in order.lines
-                        if line.sku_id is not None and line.status == LineStatus.OPEN),
-                       key=lambda line: (line.sku_id or 0, line.id))
-        result = ReserveResult()
-        if not lines:
-            return result
-        levels = await self._online_levels(session, {line.sku_id for line in lines if line.sku_id})
-        savepoint = await session.begin_nested()
-        movements: list[StockMovement] = []
-        for line in lines:
-            assert line.sku_id is not None
-            candidates = levels.get(line.sku_id, [])
-            claimed = await session.execute(insert_for(session, Reservation).values(
-                order_line_id=line.id, sku_id=line.sku_id,
-                warehouse_id=candidates[0][1] if candidates else await self._any_warehouse(session),
-                quantity=line.quantity, state="reserved", created_at=now, updated_at=now,
-            ).on_conflict_do_nothing(index_elements=["order_line_id"]))
-            if not claimed.rowcount:  # type: ignore[attr-defined]
-                result.duplicate_lines.append(line.id)
-                continue
-            for level_id, warehouse_id in candidates:
-                taken = await session.execute(
-                    update(StockLevel)
-                    .where(StockLevel.id == level_id,
-                           StockLevel.on_hand - StockLevel.reserved - StockLevel.safety
-                           >= line.quantity)
-                    .values(reserved=StockLevel.reserved + line.quantity, updated_at=now)
-                    .execution_options(synchronize_session=False))
-                if taken.rowcount == 1:  # type: ignore[attr-defined]
-                    if warehouse_id != candidates[0][1]:
-                        await session.execute(
-                            update(Reservation).where(Reservation.order_line_id == line.id)
-                            .values(warehouse_id=warehouse_id)
-                            .execution_options(synchronize_session=False))
-                    movements.append(StockMovement(
-                        sku_id=line.sku_id, warehouse_id=warehouse_id, kind="reservation",
-                        reserved_delta=line.quantity, reason="order paid",
-                        reference=f"order:{order.id}:line:{line.id}", created_at=now))
-                    result.reserved_lines.append(line.id)
+        return (await self.reserve_orders(session, [order], now))[order.id]
+
+    async def reserve_orders(self, session: AsyncSession, orders: Sequence[Order],
+                             now: datetime) -> dict[int, ReserveResult]:
+        """Reserve a batch of orders in the caller's transaction, each all or nothing, in
+        the order given (payment order is the caller's to choose).
+
+        The reservation rows of every line are claimed in one INSERT … ON CONFLICT DO
+        NOTHING (a line someone else already holds is a duplicate delivery); then each line
+        takes its units with the conditional UPDATE. All or nothing is kept by hand rather
+        than with a savepoint: when a line comes up short, the lines already taken for that
+        order are given back in the same transaction (nobody could see them) and the order's
+        claimed rows deleted. Plain statements, no ORM flush: this is the hot path of every
+        paid order."""
+        results = {order.id: ReserveResult() for order in orders}
+        wanted = [(order, sorted((line for line in order.lines
+                                  if line.sku_id is not None and line.status == LineStatus.OPEN),
+                                 key=lambda line: (line.sku_id or 0, line.id)))
+                  for order in orders]
+        every = [line for _, lines in wanted for line in lines]
+        if not every:
+            return results
+        levels = await self._online_levels(session, {line.sku_id for line in every if line.sku_id})
+        fallback = None if all(line.sku_id in levels for line in every) \
+            else await self._any_warehouse(session)
+
+        def first_warehouse(line: OrderLine) -> int:
+            found = levels.get(line.sku_id or 0)
+            return found[0][1] if found else fallback  # type: ignore[return-value]
+
+        claimed = set((await session.execute(
+            insert_for(session, Reservation).values([
+                dict(order_line_id=line.id, sku_id=line.sku_id,
+                     warehouse_id=first_warehouse(line), quantity=line.quantity,
+                     state="reserved", created_at=now, updated_at=now) for line in every])
+            .on_conflict_do_nothing(index_elements=["order_line_id"])
+            .returning(Reservation.order_line_id))).scalars())
+        movements: list[dict[str, object]] = []
+        moved: list[tuple[int, int]] = []  # line id, warehouse id taken elsewhere than first
+        released: list[int] = []
+        for order, lines in wanted:
+            result = results[order.id]
+            taken: list[tuple[OrderLine, int, int]] = []
+            for line in lines:
+                if line.id not in claimed:
+                    result.duplicate_lines.append(line.id)
+                    continue
+                for level_id, warehouse_id in levels.get(line.sku_id or 0, []):
+                    if await self._take(session, level_id, line.quantity, now):
+                        taken.append((line, level_id, warehouse_id))
+                        break
+                else:
+                    result.short_lines.append(line.id)
+                    await self._give_back(session, taken, now)
+                    released.extend(ln.id for ln in lines if ln.id in claimed)
+                    taken = []
                     break
-            else:
-                result.short_lines.append(line.id)
-        if result.short_lines:
-            await savepoint.rollback()
-            result.reserved_lines.clear()
-            return result
-        await savepoint.commit()
-        session.add_all(movements)
-        return result
+            for line, _, warehouse_id in taken:
+                result.reserved_lines.append(line.id)
+                if warehouse_id != first_warehouse(line):
+                    moved.append((line.id, warehouse_id))
+                movements.append(dict(
+                    sku_id=line.sku_id, warehouse_id=warehouse_id, kind="reservation",
+                    on_hand_delta=0, reserved_delta=line.quantity, reason="order paid",
+                    reference=f"order:{order.id}:line:{line.id}", created_at=now))
+        if released:
+            await session.execute(delete(Reservation).where(
+                Reservation.order_line_id.in_(released)))
+        for line_id, warehouse_id in moved:
+            await session.execute(update(Reservation).where(
+                Reservation.order_line_id == line_id).values(warehouse_id=warehouse_id))
+        if movements:
+            await session.execute(insert(StockMovement), movements)
+        return results
+
+    async def _take(self, session: AsyncSession, level_id: int, quantity: int,
+                    now: datetime) -> bool:
+        taken = await session.execute(
+            update(StockLevel)
+            .where(StockLevel.id == level_id,
+                   StockLevel.on_hand - StockLevel.reserved - StockLevel.safety >= quantity)
+            .values(reserved=StockLevel.reserved + quantity, updated_at=now)
+            .execution_options(synchronize_session=False))
+        return bool(taken.rowcount == 1)  # type: ignore[attr-defined]
+
+    async def _give_back(self, session: AsyncSession, taken: list[tuple[OrderLine, int, int]],
+                         now: datetime) -> None:
+        for line, level_id, _ in taken:
+            await session.execute(
+                update(StockLevel).where(StockLevel.id == level_id)
+                .values(reserved=StockLevel.reserved - line.quantity, updated_at=now)
+                .execution_options(synchronize_session=False))
 
     async def release_lines(self, session: AsyncSession, line_ids: Sequence[int], *,
                             reason: str, now: datetime) -> set[int]:
