@@ -1,0 +1,2 @@
+"""Shopify connector: Admin GraphQL API (orders, variants, inventory, fulfilment orders),
+cost-based throttling, webhooks, expiring offline tokens."""
