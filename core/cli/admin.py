@@ -63,3 +63,22 @@ def connectors_list() -> None:
     console.print(table)
     for broken in registry.broken:
         err.print(f"[red]broken plugin[/red] {broken.name} ({broken.origin}): {broken.error}")
+
+
+@connectors_app.command("new")
+def connectors_new(
+    name: Annotated[str, typer.Argument(help="Platform name, e.g. youzan (lower case).")],
+    dest: Annotated[Path, typer.Option("--dest", help="Folder to create the package in.")] = Path(),
+    title: Annotated[str | None, typer.Option("--title", help="Display name.")] = None,
+) -> None:
+    """Write a ready connector package erpsync-NAME/ whose contract tests say what to write."""
+    from core.scaffold import ScaffoldError, scaffold
+
+    try:
+        made = scaffold(name, dest, title=title)
+    except ScaffoldError as exc:
+        err.print(f"[red]error[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    console.print(f"[green]created[/green] {made.root} ({len(made.files)} files)", highlight=False)
+    console.print(f"next: pip install -e {made.root} && python -m pytest {made.root}/tests  "
+                  "(docs/writing-a-connector.md)", highlight=False)
