@@ -91,6 +91,8 @@ class Product(Base):
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
     images: Mapped[list[Any]] = mapped_column(default=list)
     detail_images: Mapped[list[Any]] = mapped_column(default=list)
+    # the catalogue's wish for its listings: False takes them off sale on the next push
+    on_sale: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -185,6 +187,9 @@ class Listing(Base):
     last_pushed_at: Mapped[datetime | None]
     publish_at: Mapped[datetime | None]
     rejection: Mapped[str] = mapped_column(Text, default="")
+    # what erpsync last had accepted for the fields a platform does not read back
+    # (category, attributes, images, description, spec): the base of a listing plan's diff
+    pushed_content: Mapped[dict[str, Any]] = mapped_column(default=dict)
     pulled_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
 
@@ -294,6 +299,9 @@ class Shipment(Base):
     last_event_at: Mapped[datetime | None]
     final: Mapped[bool] = mapped_column(Boolean, default=False)
     polled_at: Mapped[datetime | None]
+    # when the tracking provider was asked to push this parcel's updates (NULL: not asked,
+    # or the provider stopped watching and it must be asked again)
+    subscribed_at: Mapped[datetime | None]
 
 
 class TrackingEvent(Base):
@@ -324,6 +332,8 @@ class Alert(Base):
     acked_at: Mapped[datetime | None]
     resolved_at: Mapped[datetime | None]
     delivered_at: Mapped[datetime | None]
+    # the "resolved" notice reached a sink (sinks are told when an alert clears, too)
+    resolution_delivered_at: Mapped[datetime | None]
 
 
 class SyncCursor(Base):
@@ -380,7 +390,8 @@ class InboxEvent(Base):
     """A pushed event, stored before it is acknowledged; processed asynchronously."""
 
     __tablename__ = "inbox"
-    __table_args__ = (UniqueConstraint("shop_id", "event_id"),)
+    __table_args__ = (UniqueConstraint("shop_id", "event_id"),
+                      Index("ix_inbox_due", "state", "next_attempt_at"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id"))
@@ -388,9 +399,13 @@ class InboxEvent(Base):
     topic: Mapped[str] = mapped_column(String(64), default="")
     platform_order_id: Mapped[str | None] = mapped_column(String(64))
     body: Mapped[str] = mapped_column(Text)
+    # the verified event in canonical form (core.intake), the order included when pushed
+    event: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    state: Mapped[str] = mapped_column(String(12), default="pending")  # pending, done, quarantined
     received_at: Mapped[datetime]
     processed_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
     error: Mapped[str] = mapped_column(Text, default="")
 
 
@@ -403,8 +418,15 @@ class QuarantinedPayload(Base):
     shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id"))
     source: Mapped[str] = mapped_column(String(16))  # pull, push
     reference: Mapped[str] = mapped_column(String(128), default="")
+    # the order it holds, when known: `quarantine retry` re-reads it with get_order
+    platform_order_id: Mapped[str | None] = mapped_column(String(64))
     payload: Mapped[str] = mapped_column(Text)
     error: Mapped[str] = mapped_column(Text)
-    state: Mapped[str] = mapped_column(String(12), default="open")  # open, retried, dropped
+    state: Mapped[str] = mapped_column(String(12), default="open")  # open, resolved, dropped
+    # "shop:order" (or "shop:source:reference") while open, NULL after: a payload seen again
+    # updates its open row instead of adding one per re-read window
+    open_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    seen: Mapped[int] = mapped_column(Integer, default=1)
+    note: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]

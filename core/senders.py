@@ -88,6 +88,12 @@ class OutboxWorker:
         elif kind == "ship":
             for task in tasks:
                 await self._send_ship(connector, task, stats)
+        elif kind in ("listing", "price", "shelve"):
+            from core.listing_senders import send
+
+            for task in tasks:
+                stats.calls_by_kind[kind] += 1
+                await self._outcome(task, await send(self.rt, connector, task), stats)
         else:
             for task in tasks:
                 await self._outcome(task, Rejected(f"unknown outbox kind {kind!r}"), stats)

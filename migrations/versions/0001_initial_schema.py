@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 23:57:12.264739
+Create Date: 2026-11-22 00:35:51.338634
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ def upgrade() -> None:
     sa.Column('acked_at', core.model.UTCDateTime(timezone=True), nullable=True),
     sa.Column('resolved_at', core.model.UTCDateTime(timezone=True), nullable=True),
     sa.Column('delivered_at', core.model.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('resolution_delivered_at', core.model.UTCDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_alerts')),
     sa.UniqueConstraint('open_key', name=op.f('uq_alerts_open_key'))
     )
@@ -54,6 +55,7 @@ def upgrade() -> None:
     sa.Column('attributes', sa.JSON(), nullable=False),
     sa.Column('images', sa.JSON(), nullable=False),
     sa.Column('detail_images', sa.JSON(), nullable=False),
+    sa.Column('on_sale', sa.Boolean(), nullable=False),
     sa.Column('created_at', core.model.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', core.model.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_products')),
@@ -85,14 +87,20 @@ def upgrade() -> None:
     sa.Column('topic', sa.String(length=64), nullable=False),
     sa.Column('platform_order_id', sa.String(length=64), nullable=True),
     sa.Column('body', sa.Text(), nullable=False),
+    sa.Column('event', sa.JSON(), nullable=False),
+    sa.Column('state', sa.String(length=12), nullable=False),
     sa.Column('received_at', core.model.UTCDateTime(timezone=True), nullable=False),
     sa.Column('processed_at', core.model.UTCDateTime(timezone=True), nullable=True),
     sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('next_attempt_at', core.model.UTCDateTime(timezone=True), nullable=True),
     sa.Column('error', sa.Text(), nullable=False),
     sa.ForeignKeyConstraint(['shop_id'], ['shops.id'], name=op.f('fk_inbox_shop_id_shops')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_inbox')),
     sa.UniqueConstraint('shop_id', 'event_id', name=op.f('uq_inbox_shop_id_event_id'))
     )
+    with op.batch_alter_table('inbox', schema=None) as batch_op:
+        batch_op.create_index('ix_inbox_due', ['state', 'next_attempt_at'], unique=False)
+
     op.create_table('orders',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('shop_id', sa.Integer(), nullable=False),
@@ -160,13 +168,18 @@ def upgrade() -> None:
     sa.Column('shop_id', sa.Integer(), nullable=False),
     sa.Column('source', sa.String(length=16), nullable=False),
     sa.Column('reference', sa.String(length=128), nullable=False),
+    sa.Column('platform_order_id', sa.String(length=64), nullable=True),
     sa.Column('payload', sa.Text(), nullable=False),
     sa.Column('error', sa.Text(), nullable=False),
     sa.Column('state', sa.String(length=12), nullable=False),
+    sa.Column('open_key', sa.String(length=200), nullable=True),
+    sa.Column('seen', sa.Integer(), nullable=False),
+    sa.Column('note', sa.Text(), nullable=False),
     sa.Column('created_at', core.model.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', core.model.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['shop_id'], ['shops.id'], name=op.f('fk_quarantine_shop_id_shops')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_quarantine'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_quarantine')),
+    sa.UniqueConstraint('open_key', name=op.f('uq_quarantine_open_key'))
     )
     op.create_table('skus',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -214,6 +227,7 @@ def upgrade() -> None:
     sa.Column('last_pushed_at', core.model.UTCDateTime(timezone=True), nullable=True),
     sa.Column('publish_at', core.model.UTCDateTime(timezone=True), nullable=True),
     sa.Column('rejection', sa.Text(), nullable=False),
+    sa.Column('pushed_content', sa.JSON(), nullable=False),
     sa.Column('pulled_at', core.model.UTCDateTime(timezone=True), nullable=True),
     sa.Column('created_at', core.model.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['shop_id'], ['shops.id'], name=op.f('fk_listings_shop_id_shops')),
@@ -278,6 +292,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', core.model.UTCDateTime(timezone=True), nullable=True),
     sa.Column('final', sa.Boolean(), nullable=False),
     sa.Column('polled_at', core.model.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('subscribed_at', core.model.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['order_id'], ['orders.id'], name=op.f('fk_shipments_order_id_orders')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_shipments')),
     sa.UniqueConstraint('order_id', 'tracking_number', name=op.f('uq_shipments_order_id_tracking_number'))
@@ -404,6 +419,9 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_orders_status'))
 
     op.drop_table('orders')
+    with op.batch_alter_table('inbox', schema=None) as batch_op:
+        batch_op.drop_index('ix_inbox_due')
+
     op.drop_table('inbox')
     op.drop_table('warehouses')
     op.drop_table('shops')
