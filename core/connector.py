@@ -30,6 +30,7 @@ from core.records import (
     TokenSet,
     TrackingResult,
     TrackingStatus,
+    UnreadableOrder,
     UpdateOutcome,
 )
 from core.secrets import Secret
@@ -155,9 +156,16 @@ class Connector(ABC):
 
     # -- orders --------------------------------------------------------------------------
     @abstractmethod
-    def iter_orders(self, start: datetime, end: datetime) -> AsyncIterator[OrderRecord]:
+    def iter_orders(self, start: datetime, end: datetime,
+                    ) -> AsyncIterator[OrderRecord | UnreadableOrder]:
         """Orders modified in [start, end); the window is at most `limits.max_window`.
-        Every page is read to its end; an order may appear twice, never zero times."""
+        Every page is read to its end; an order may appear twice, never zero times.
+
+        When one entry of a page does not map (missing field, unknown status, bad amount),
+        yield `UnreadableOrder(platform_order_id, raw entry, error)` for it and go on: the
+        core quarantines it and the rest of the window still flows. A page (or a detail
+        call) that does not parse at all raises BadResponse as before: the window stops
+        there and the cursor stays put."""
 
     @abstractmethod
     async def get_order(self, platform_order_id: str) -> OrderRecord: ...

@@ -7,9 +7,11 @@ the core never sees a platform's dialect. Money is integer fen; times are timezo
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 
 class OrderStatus(enum.StrEnum):
@@ -102,6 +104,41 @@ class OrderRecord:
     seller_remark: str = ""
     currency: str = "CNY"
     tracking_numbers: tuple[str, ...] = ()  # waybills the platform already holds
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableOrder:
+    """One entry of a pulled page whose mapping failed (missing field, unknown status, bad
+    amount). `iter_orders` yields it in place of the order, so one bad order is quarantined
+    by the core while the rest of the window keeps flowing. `payload` is the entry as the
+    platform sent it."""
+
+    platform_order_id: str
+    payload: bytes
+    error: str
+
+    @classmethod
+    def of(cls, platform_order_id: object, raw: object, error: Exception) -> UnreadableOrder:
+        """From the raw entry and the mapping error (its `body` when it carries one)."""
+        body = getattr(error, "body", b"")
+        if not isinstance(body, bytes) or not body:
+            body = json.dumps(raw, ensure_ascii=False, default=str).encode()
+        return cls(str(platform_order_id or ""), body, str(error))
+
+
+def mapped_or_unreadable(raw: Any, to_order: Callable[[Any], OrderRecord],
+                         *id_path: str) -> OrderRecord | UnreadableOrder:
+    """Map one page entry; when the mapping raises BadResponse, an UnreadableOrder naming
+    the entry by the value at `id_path` (e.g. "orderBaseInfo", "oid") instead."""
+    from core.errors import BadResponse
+
+    try:
+        return to_order(raw)
+    except BadResponse as exc:
+        found: Any = raw
+        for key in id_path:
+            found = found.get(key) if isinstance(found, Mapping) else None
+        return UnreadableOrder.of(found or "", raw, exc)
 
 
 @dataclass(frozen=True, slots=True)

@@ -484,8 +484,68 @@ class Sandbox(ABC):
                 await asyncio.sleep(self.timeout_seconds)
             return Response(response.body, response.status, dict(response.headers))
 
-        return Starlette(routes=[Route("/{path:path}", endpoint,
-                                       methods=["GET", "POST", "PUT", "DELETE", "PATCH"])])
+        return Starlette(routes=[
+            *self.admin_routes(),
+            Route("/{path:path}", endpoint, methods=["GET", "POST", "PUT", "DELETE", "PATCH"])])
+
+    def admin_routes(self) -> list[Any]:
+        """The operator API over HTTP, for a sandbox served in another process (the
+        simulator, crash tests): `/_sandbox/...`. Not part of any platform's API."""
+        from starlette.requests import Request
+        from starlette.responses import JSONResponse
+        from starlette.routing import Route
+
+        async def orders(request: Request) -> JSONResponse:
+            spec = await request.json()
+            try:
+                async with self._lock:
+                    placed = self.place_order(
+                        [(code, int(qty)) for code, qty in spec["lines"]],
+                        paid=bool(spec.get("paid", True)),
+                        buyer_remark=str(spec.get("buyer_remark", "")),
+                        address=spec.get("address"))
+            except (SoldOut, ValueError, KeyError) as exc:
+                return JSONResponse({"error": f"{type(exc).__name__}: {exc}"}, status_code=409)
+            return JSONResponse({"order_id": placed.order_id})
+
+        async def change(request: Request) -> JSONResponse:
+            action, order_id = request.path_params["action"], request.path_params["order_id"]
+            operations = {"pay": self.pay, "cancel": self.cancel, "complete": self.complete,
+                          "refund_after_shipping": self.refund_after_shipping}
+            if action not in operations or order_id not in self.orders:
+                return JSONResponse({"error": "unknown action or order"}, status_code=404)
+            async with self._lock:
+                operations[action](order_id)
+            return JSONResponse({"order_id": order_id, "state": self.orders[order_id].state})
+
+        async def faults(request: Request) -> JSONResponse:
+            spec = await request.json()
+            self.faults.rates = {Fault(k): float(v) for k, v in spec.get("rates", {}).items()}
+            self.faults.push_rates = {PushFault(k): float(v)
+                                      for k, v in spec.get("push_rates", {}).items()}
+            for name, times in spec.get("inject", {}).items():
+                self.faults.inject(Fault(name), int(times))
+            return JSONResponse({"ok": True})
+
+        async def state(_request: Request) -> JSONResponse:
+            stock = {}
+            for item in self.items.values():
+                for sku in item.skus:
+                    stock[sku.outer_id] = sku.quantity
+                if not item.skus:
+                    stock[item.outer_id] = item.quantity
+            return JSONResponse({
+                "stock": stock,
+                "orders": {o.order_id: {
+                    "state": o.state, "lines": [[ln.outer_id, ln.quantity] for ln in o.lines],
+                    "shipments": [[s.carrier_code, s.tracking_number] for s in o.shipments]}
+                    for o in self.orders.values()},
+                "calls": len(self.requests)})
+
+        return [Route("/_sandbox/orders", orders, methods=["POST"]),
+                Route("/_sandbox/orders/{order_id}/{action}", change, methods=["POST"]),
+                Route("/_sandbox/faults", faults, methods=["POST"]),
+                Route("/_sandbox/state", state, methods=["GET"])]
 
 
 class _SandboxTransport(httpx.AsyncBaseTransport):
@@ -506,30 +566,17 @@ class _SandboxTransport(httpx.AsyncBaseTransport):
 
 
 @contextlib.asynccontextmanager
-async def serve(sandboxes: Mapping[str, Sandbox], host: str = "127.0.0.1",
-                port: int = 0) -> AsyncIterator[dict[str, str]]:
-    """Serve sandboxes over real HTTP, each under `/<key>/`; yields key -> base URL."""
-    import socket
-
-    import uvicorn
+async def serve(sandboxes: Mapping[str, Sandbox], host: str = "127.0.0.1", port: int = 0, *,
+                root: Any = None) -> AsyncIterator[dict[str, str]]:
+    """Serve sandboxes over real HTTP, each under `/<key>/` (and `root`, an ASGI app, at
+    `/` when given); yields key -> base URL, with "" -> the server's own URL."""
     from starlette.applications import Starlette
     from starlette.routing import Mount
 
-    app = Starlette(routes=[Mount(f"/{key}", app=sb.asgi()) for key, sb in sandboxes.items()])
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    bound = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off",
-                                           access_log=False))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield {key: f"http://{host}:{bound}/{key}" for key in sandboxes}
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    from core.serving import serve_asgi
+
+    routes: list[Any] = [Mount(f"/{key}", app=sb.asgi()) for key, sb in sandboxes.items()]
+    if root is not None:
+        routes.append(Mount("", app=root))
+    async with serve_asgi(Starlette(routes=routes), host, port) as url:
+        yield {"": url, **{key: f"{url}/{key}" for key in sandboxes}}

@@ -118,7 +118,10 @@ class DewuApiSpec:
     `shop.options["dewu_api"] = {...}` per shop): the 普通现货 bid create/update/cancel
     request fields, `inventory/update` fields and whether its quantity is absolute, the bid
     list path and shape, the order window and page sizes, which order types ship to the buyer,
-    the generic business-error code and its wording, and the time-stamp tolerance."""
+    the generic business-error code and its wording, the time-stamp tolerance, and two order
+    fields seen only in POIZON (international Dewu) order payloads of the same family: the
+    platform's receiving address of an order the seller ships to Dewu
+    (`delivery_address_platform`) and the buyer's freight (`trade_freight_info.freight`)."""
 
     # orders
     order_increment_path: str = "/dop/api/v1/order/generic_increment"
@@ -130,6 +133,11 @@ class DewuApiSpec:
     deliver_path: str = "/dop/api/v1/order/delivery"
     brand_deliver_path: str = "/dop/api/v1/order/brand_deliver/delivery"
     brand_deliver_order_types: frozenset[int] = frozenset({14, 36, 1000})
+    # order fields (UNCONFIRMED for domestic DOP, see above): where a warehouse-bound order
+    # goes — {name, mobile, province, city, district, address_detail} — and the freight the
+    # buyer paid, {"freight": fen}
+    platform_address_field: str = "delivery_address_platform"
+    freight_field: str = "trade_freight_info"
     # bids (出价): listing = a bid on a platform SKU; stock = bid quantity
     bidding_type: int = 0  # 普通现货
     bid_create_path: str = "/dop/api/v1/bidding/normal/normal_create"
@@ -230,7 +238,7 @@ class DewuClient(PlatformClient):
         if response.status_code >= 300:
             payload = _json_or_none(response)
             if isinstance(payload, dict) and "code" in payload and response.status_code < 500:
-                raise self._error(payload)
+                raise self._error(payload, api)
             failure = http_status_error(self.platform, api, response)
             assert failure is not None
             raise failure
@@ -239,13 +247,21 @@ class DewuClient(PlatformClient):
             raise BadResponse(f"dewu {api}: no envelope", body=response.content)
         if str(payload["code"]) == str(SUCCESS):
             return payload.get("data")
-        raise self._error(payload)
+        raise self._error(payload, api)
 
-    def _error(self, payload: Mapping[str, Any]) -> Exception:
+    def _error(self, payload: Mapping[str, Any], api: str = "") -> Exception:
         code, message = str(payload.get("code")), str(payload.get("msg") or "")
         retry_after = self.spec.throttle_retry_after if code == "5030" else None
-        return self.error_table.error(code, message, retry_after=retry_after,
-                                      reason=self.spec.reason_for(message))
+        error = self.error_table.error(code, message, retry_after=retry_after,
+                                       reason=self.spec.reason_for(message))
+        if api == self.spec.refresh_path and isinstance(error, Rejected) and not error.reason:
+            # the passport refused the refresh token itself (expired, revoked or already
+            # rotated; its business code, "无效的refresh_token"): only a new authorisation
+            # helps. Refusals with a known reason stay Rejected — wrong client credentials
+            # (401/403), IP whitelist, permissions: the operator fixes the app, not the grant.
+            return AuthExpired(f"dewu refresh_token refused: [{code}] {message}", code=code,
+                               platform_message=message)
+        return error
 
 
 def _json_or_none(response: httpx.Response) -> Any:

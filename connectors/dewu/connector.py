@@ -61,7 +61,9 @@ from core.records import (
     ShipRequest,
     StockUpdate,
     TokenSet,
+    UnreadableOrder,
     UpdateOutcome,
+    mapped_or_unreadable,
 )
 from core.secrets import register as register_secret
 
@@ -86,7 +88,11 @@ class DewuConnector(Connector):
     # window, page size and rate are UNCONFIRMED (see DewuApiSpec); stock is one call per bid
     limits: ClassVar[Limits] = Limits(page_size=30, max_window=timedelta(hours=1),
                                       max_batch=50, requests_per_second=5, burst=2)
-    # brand-direct (ship to buyer) codes; the warehouse flow's numeric codes are in mapping
+    # Dewu's own carrier codes (express_type / logistics_code) for every domestic carrier: what
+    # brand-direct orders take and how the platform names the carrier of any shipment. The
+    # warehouse flow (order/delivery) takes only SF/JD/DBL, numbered 0/1/2 (mapping's
+    # WAREHOUSE_CARRIERS, shop.options["warehouse_carriers"]); ship() translates, and refuses
+    # the others for warehouse orders with Rejected(reason="bad_carrier").
     carriers: ClassVar[CarrierTable] = CarrierTable("dewu", BRAND_CARRIERS)
     status_table: ClassVar[Mapping[str, OrderStatus]] = STATUS_TABLE
     default_base_url: ClassVar[str] = "https://openapi.dewu.com"
@@ -201,7 +207,8 @@ class DewuConnector(Connector):
         return await self._per_sku(updates, reprice)
 
     # -- orders --------------------------------------------------------------------------
-    async def iter_orders(self, start: datetime, end: datetime) -> AsyncIterator[OrderRecord]:
+    async def iter_orders(self, start: datetime, end: datetime,
+                          ) -> AsyncIterator[OrderRecord | UnreadableOrder]:
         # the API speaks whole seconds and includes both bounds: widen the end to a second
         if end.microsecond:
             end += timedelta(microseconds=1_000_000 - end.microsecond)
@@ -219,7 +226,7 @@ class DewuConnector(Connector):
                     key = (str(row.get("order_no")), str(row.get("modify_time")))
                     if key not in seen:
                         seen.add(key)
-                        yield order_from_json(row)
+                        yield mapped_or_unreadable(row, self._order, "order_no")
                 total = int((data or {}).get("total_results") or 0)
                 if not rows or page_no * self.spec.order_page_size >= total:
                     break
@@ -235,12 +242,16 @@ class DewuConnector(Connector):
             raise BadResponse(f"dewu order {platform_order_id}: not an object")
         return row
 
+    def _order(self, row: Mapping[str, Any]) -> OrderRecord:
+        return order_from_json(row, self.spec)
+
     async def get_order(self, platform_order_id: str) -> OrderRecord:
-        return order_from_json(await self._order_row(platform_order_id))
+        return self._order(await self._order_row(platform_order_id))
 
     # -- logistics -----------------------------------------------------------------------
     async def ship(self, request: ShipRequest) -> None:
-        """One line per order, so `line_ids` can only name the whole order."""
+        """One line per order, so `line_ids` can only name the whole order. The order's type
+        picks the call and the carrier codes it takes (see `carriers`)."""
         row = await self._order_row(request.platform_order_id)
         if order_type(row) in self.spec.brand_deliver_order_types:
             await self.client.call(self.spec.brand_deliver_path, {

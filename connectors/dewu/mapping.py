@@ -3,8 +3,12 @@ listings), the order status table and the two carrier tables.
 
 Dewu's model is not a shop's: the SPU/SKU catalogue belongs to the platform and the seller
 places bids (出价) on its SKUs, so a listing here is (spu_id, sku_id) with the bid's price and
-remaining quantity. Most orders ship to Dewu's inspection warehouse, not to the buyer, so an
-order carries no buyer address. Amounts are fen; times are Beijing `yyyy-MM-dd HH:mm:ss`.
+remaining quantity. Most orders ship to Dewu's inspection warehouse, not to the buyer: the
+address such an order goes to is Dewu's (the platform's receiving address), and that is what
+the order maps as its ship-to address. Brand-direct orders go to the buyer, whose address Dewu
+does not put in the order (only `brand_deliver/query_buyer_address`, encrypted, for
+merchant-chosen logistics, and the waybill it prints): they map no address. Amounts are fen;
+times are Beijing `yyyy-MM-dd HH:mm:ss`.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from connectors.dewu.client import DewuApiSpec
 from core.clock import parse_beijing
 from core.errors import BadResponse
 from core.records import (
@@ -41,12 +46,13 @@ STATUS_TABLE: Mapping[str, OrderStatus] = {
     "4000": OrderStatus.COMPLETED,  # 交易成功
     "7000": OrderStatus.CANCELLED,  # 交易失败 (未支付)
     "7500": OrderStatus.CANCELLED,  # 定金已支付，交易关闭 (未支付尾款)
-    "8010": OrderStatus.CANCELLED,  # 交易关闭 (see close_type)
+    "8010": OrderStatus.REFUNDED,   # 交易关闭 after payment (CANCELLED if never paid)
 }
+# 8010 closes a paid order whatever the close_type (buyer closed, seller shipping timeout,
+# platform cancelled, QC/authentication failed, returned …): the buyer's money goes back.
+# An order that was never paid fails as 7000 instead; an 8010 without `pay_time` (e.g.
+# close_type 10, payment timeout) closed nothing paid and maps to CANCELLED.
 CLOSED = "8010"
-# close_type values after the goods left the seller: QC/authentication failed, returns,
-# exchange. The order is then refunded to the buyer, not merely cancelled.
-RETURN_CLOSE_TYPES = frozenset({13, 14, 18, 19, 20, 22})
 
 # 品牌直发 express_type codes (transcribed official table). China Post parcels go as EMS.
 BRAND_CARRIERS: Mapping[str, str] = {
@@ -98,8 +104,8 @@ def order_status(row: Mapping[str, Any]) -> OrderStatus:
         status = STATUS_TABLE[code]
     except KeyError:
         raise BadResponse(f"dewu order {row.get('order_no')!r}: unknown order_status {code}") from None
-    if code == CLOSED and _int(row.get("close_type")) in RETURN_CLOSE_TYPES:
-        return OrderStatus.REFUNDED
+    if code == CLOSED and _time(row.get("pay_time")) is None:
+        return OrderStatus.CANCELLED
     return status
 
 
@@ -116,7 +122,25 @@ def tracking_numbers(row: Mapping[str, Any]) -> tuple[str, ...]:
     return (number,) if number else ()
 
 
-def order_from_json(row: Mapping[str, Any]) -> OrderRecord:
+def ship_to(row: Mapping[str, Any], spec: DewuApiSpec) -> Address:
+    """The platform's receiving address of a warehouse-bound order; empty when the order
+    carries none (brand-direct orders)."""
+    block = row.get(spec.platform_address_field)
+    if not isinstance(block, dict):
+        return Address("", "", "", "")
+    return Address(province=_text(block.get("province")), city=_text(block.get("city")),
+                   district=_text(block.get("district")),
+                   detail=_text(block.get("address_detail")), name=_text(block.get("name")),
+                   phone=_text(block.get("mobile")))
+
+
+def freight(row: Mapping[str, Any], spec: DewuApiSpec) -> int:
+    block = row.get(spec.freight_field)
+    return _int(block.get("freight")) if isinstance(block, dict) else 0
+
+
+def order_from_json(row: Mapping[str, Any], spec: DewuApiSpec | None = None) -> OrderRecord:
+    spec = spec or DewuApiSpec()
     order_no = _text(row.get("order_no"))
     if not order_no:
         raise BadResponse("dewu order without order_no")
@@ -127,7 +151,8 @@ def order_from_json(row: Mapping[str, Any]) -> OrderRecord:
         raise BadResponse(f"dewu order {order_no}: no create_time")
     quantity = _int(row.get("qty"), 1)
     unit = _int(row.get("sku_price"))
-    paid = _int(row.get("pay_amount"), unit * quantity)
+    post_fee = freight(row, spec)
+    paid = _int(row.get("pay_amount"), unit * quantity + post_fee)
     line = OrderLineRecord(
         platform_line_id=order_no,  # one SKU per order: the order is the line
         platform_item_id=_text(row.get("spu_id")),
@@ -136,7 +161,7 @@ def order_from_json(row: Mapping[str, Any]) -> OrderRecord:
         title=_text(row.get("title")),
         quantity=quantity,
         unit_price_fen=unit,
-        paid_fen=paid,
+        paid_fen=max(paid - post_fee, 0),  # the freight is the order's, not the line's
         status=_line_status(status),
     )
     return OrderRecord(
@@ -148,8 +173,8 @@ def order_from_json(row: Mapping[str, Any]) -> OrderRecord:
         paid_at=None if status is OrderStatus.UNPAID else _time(row.get("pay_time")),
         total_fen=unit * quantity,
         paid_fen=paid,
-        post_fee_fen=0,
-        address=Address("", "", "", ""),  # the seller ships to Dewu's warehouse
+        post_fee_fen=post_fee,
+        address=ship_to(row, spec),
         lines=(line,),
         tracking_numbers=tracking_numbers(row),
     )

@@ -39,6 +39,16 @@ ACCESS_TOKEN_SECONDS = 86_400  # what the gateway is observed to return
 REFRESH_TOKEN_SECONDS = 30 * 86_400  # unconfirmed
 BID_CANCELLED_CODE = 20900020
 MAX_ARTICLE_NUMBERS = 5
+# Where warehouse-bound orders go in this sandbox: Dewu's inspection warehouse (made-up data in
+# the shape of `delivery_address_platform`).
+INSPECTION_WAREHOUSE = {"name": "得物鉴别中心（沙箱）", "mobile": "400-000-0000",
+                        "province": "上海市", "city": "上海市", "district": "杨浦区",
+                        "address_detail": "沙箱路 1 号 鉴别仓收货口", "postcode": "200000"}
+# order/delivery's numeric `carrier` -> the platform's own carrier code (the express_type /
+# logistics_code vocabulary): the platform registers which carrier has the parcel, however
+# the call numbered it.
+WAREHOUSE_CARRIER_CODES = {number: BRAND_CARRIERS[canonical]
+                           for canonical, number in WAREHOUSE_CARRIERS.items()}
 STATE_STATUS = {"unpaid": (1200, 0), "paid": (2000, 0), "shipped": (2010, 0),
                 "completed": (4000, 0), "cancelled": (7000, 10)}
 PUSH_TYPES = {"paid": "ORDER_CREATED", "cancelled": "REFUND_ORDER", "refunded": "REFUND_ORDER"}
@@ -357,9 +367,9 @@ class DewuSandbox(Sandbox):
         order = self._shippable(params, brand=False)
         number = str(self._required(params, "dispatch_num"))
         carrier = str(self._required(params, "carrier"))
-        if carrier not in WAREHOUSE_CARRIERS.values():
+        if carrier not in WAREHOUSE_CARRIER_CODES:
             raise _Refusal(int(self.spec.business_error_code), f"承运商{carrier}不支持")
-        self.record_shipment(order, carrier, number, [])
+        self.record_shipment(order, WAREHOUSE_CARRIER_CODES[carrier], number, [])
         return None
 
     def _deliver_to_buyer(self, params: dict[str, Any]) -> Any:
@@ -389,6 +399,7 @@ class DewuSandbox(Sandbox):
         closed = status in (7000, 7500, 8010)
         shipment = order.shipments[0] if order.shipments else None
         goods = line.price_fen * line.quantity
+        brand = extra.order_type in self.spec.brand_deliver_order_types
         return {
             "order_no": order.order_id, "order_type": extra.order_type,
             "order_status": status, "close_type": close_type,
@@ -398,7 +409,9 @@ class DewuSandbox(Sandbox):
             "modify_time": format_beijing(order.modified),
             "close_time": format_beijing(order.modified) if closed else "",
             "delivery_limit_time": format_beijing(order.created + timedelta(hours=36)),
-            "amount": goods, "pay_amount": goods, "sku_price": line.price_fen,
+            "amount": goods + order.post_fee_fen, "pay_amount": order.paid_fen,
+            "sku_price": line.price_fen,
+            self.spec.freight_field: {"freight": order.post_fee_fen},
             "merchant_subsidy_amount": 0, "poundage": goods * 5 // 100, "poundage_percent": 500,
             "qty": line.quantity, "spu_id": int(item.item_id), "sku_id": int(sku.sku_id),
             "brand_id": 10444, "title": item.title,
@@ -409,6 +422,8 @@ class DewuSandbox(Sandbox):
             "express_to_platform": ({"express_no": shipment.tracking_number,
                                      "delivery_time": format_beijing(shipment.shipped_at)}
                                     if shipment else None),
+            # a warehouse-bound order goes to Dewu; a brand-direct buyer's address stays hidden
+            self.spec.platform_address_field: None if brand else dict(INSPECTION_WAREHOUSE),
         }
 
     # -- tokens --------------------------------------------------------------------------------

@@ -37,7 +37,9 @@ from core.records import (
     ShipRequest,
     StockUpdate,
     TokenSet,
+    UnreadableOrder,
     UpdateOutcome,
+    mapped_or_unreadable,
 )
 from core.signing import constant_time_equal
 
@@ -190,12 +192,14 @@ class DouyinConnector(Connector):
         await self.client.call(method, {"product_id": int(platform_item_id)})
 
     # -- orders --------------------------------------------------------------------------
-    async def iter_orders(self, start: datetime, end: datetime) -> AsyncIterator[OrderRecord]:
+    async def iter_orders(self, start: datetime, end: datetime,
+                          ) -> AsyncIterator[OrderRecord | UnreadableOrder]:
         for window_start, window_end in split_window(start, end, self.facts.order_window):
             async for order in self._window(window_start, window_end):
                 yield order
 
-    async def _window(self, start: datetime, end: datetime) -> AsyncIterator[OrderRecord]:
+    async def _window(self, start: datetime, end: datetime,
+                      ) -> AsyncIterator[OrderRecord | UnreadableOrder]:
         first = await self._search_page(start, end, 0)
         total = int(first.get("total", 0))
         if total > self.facts.order_paging_depth and end - start > timedelta(seconds=2):
@@ -207,12 +211,12 @@ class DouyinConnector(Connector):
         pages = page_count(total, PAGE_SIZE)
         if pages == 1:
             for order in first.get("shop_order_list") or []:
-                yield mapping.order_from_shop_order(order)
+                yield mapped_or_unreadable(order, mapping.order_from_shop_order, "order_id")
             return
         for page in range(pages - 1, -1, -1):
             data = await self._search_page(start, end, page)
             for order in data.get("shop_order_list") or []:
-                yield mapping.order_from_shop_order(order)
+                yield mapped_or_unreadable(order, mapping.order_from_shop_order, "order_id")
 
     async def _search_page(self, start: datetime, end: datetime, page: int) -> Any:
         # update_time bounds are whole seconds and inclusive: widen to cover [start, end)

@@ -42,7 +42,9 @@ from core.records import (
     ShipRequest,
     StockUpdate,
     TokenSet,
+    UnreadableOrder,
     UpdateOutcome,
+    mapped_or_unreadable,
 )
 from core.sandbox import Sandbox
 
@@ -82,7 +84,8 @@ class JdConnector(Connector):
                                production_base=self.default_base_url)
 
     # -- orders ------------------------------------------------------------------------------
-    async def iter_orders(self, start: datetime, end: datetime) -> AsyncIterator[OrderRecord]:
+    async def iter_orders(self, start: datetime, end: datetime,
+                          ) -> AsyncIterator[OrderRecord | UnreadableOrder]:
         window = self.limits.max_window
         for low, high in split_window(start, end, window):
             first = datetime.fromtimestamp(math.floor(low.timestamp()), BEIJING)
@@ -92,7 +95,8 @@ class JdConnector(Connector):
             async for order in self._search(first, last):
                 yield order
 
-    async def _search(self, first: datetime, last: datetime) -> AsyncIterator[OrderRecord]:
+    async def _search(self, first: datetime, last: datetime,
+                      ) -> AsyncIterator[OrderRecord | UnreadableOrder]:
         """One window by modification time, ascending, read from its last page back.
 
         An order modified while we read leaves the window and the orders after it move up
@@ -104,19 +108,19 @@ class JdConnector(Connector):
         pages = page_count(probe_total, size)
         if pages == 1:
             for info in probe_orders:
-                yield order_from_jd(info)
+                yield mapped_or_unreadable(info, order_from_jd, "orderId")
             return
         grown = probe_total
         for page in range(pages, 0, -1):
             total, infos = await self._search_page(first, last, page, size)
             for info in infos:
-                yield order_from_jd(info)
+                yield mapped_or_unreadable(info, order_from_jd, "orderId")
             if page == 1:
                 grown = total
         for page in range(pages + 1, page_count(grown, size) + 1):
             _, infos = await self._search_page(first, last, page, size)
             for info in infos:
-                yield order_from_jd(info)
+                yield mapped_or_unreadable(info, order_from_jd, "orderId")
 
     async def _search_page(self, first: datetime, last: datetime, page: int,
                            size: int) -> tuple[int, list[dict[str, Any]]]:

@@ -44,12 +44,22 @@ STATUS_TABLE: Mapping[str, OrderStatus] = {
     "LOCKED": OrderStatus.PAID,
     "WAIT_GOODS_RECEIVE_CONFIRM": OrderStatus.SHIPPED,
     "FINISHED_L": OrderStatus.COMPLETED,
-    "TRADE_CANCELED": OrderStatus.CANCELLED,
+    "TRADE_CANCELED": OrderStatus.CANCELLED,  # REFUNDED when paid online first: see below
     "SEND_TO_DISTRIBUTION_CENER": OrderStatus.SHIPPED,  # sic, JD's spelling
     "DISTRIBUTION_CENTER_RECEIVED": OrderStatus.SHIPPED,
     "RECEIPTS_CONFIRM": OrderStatus.COMPLETED,
     "DELIVERY_RETURN": OrderStatus.SHIPPED,  # parcel coming back; the after-sale decides
 }
+
+# TRADE_CANCELED is JD's one closed state, before or after payment (a paid order the buyer
+# cancels before shipment, a parcel refused and returned). JD keeps the payment on the
+# order: `paymentConfirmTime` (JD's zero date "0001-01-01 00:00:00" or empty when unpaid)
+# and `payType` ("1-货到付款" cash on delivery, "4-在线支付" online, …). An order closed
+# after an online payment was refunded: canonical REFUNDED. A cash-on-delivery order that
+# closes never collected money (delivered and paid it finishes as FINISHED_L; after-sales
+# on a finished order leave it FINISHED_L): canonical CANCELLED.
+CASH_ON_DELIVERY = "1"  # payType code of 货到付款
+CLOSED_STATES = frozenset({"TRADE_CANCELED"})
 
 LINE_STATUS: Mapping[OrderStatus, LineStatus] = {
     OrderStatus.UNPAID: LineStatus.OPEN,
@@ -92,6 +102,20 @@ def waybills(value: Any) -> tuple[str, ...]:
     return tuple(part for part in re.split(r"[,|]", text(value)) if part.strip())
 
 
+def pay_type(value: Any) -> str:
+    """The numeric code of `payType` ("4-在线支付" -> "4")."""
+    return text(value).split("-", 1)[0].strip()
+
+
+def canonical_status(state: str, info: Mapping[str, Any]) -> OrderStatus:
+    """The table's status, refined: a closed order that had been paid online is REFUNDED."""
+    status = STATUS_TABLE[state]
+    if (state in CLOSED_STATES and when(info.get("paymentConfirmTime")) is not None
+            and pay_type(info.get("payType")) != CASH_ON_DELIVERY):
+        return OrderStatus.REFUNDED
+    return status
+
+
 def order_from_jd(info: Mapping[str, Any]) -> OrderRecord:
     try:
         return _order(info)
@@ -108,7 +132,7 @@ def _order(info: Mapping[str, Any]) -> OrderRecord:
     if state not in STATUS_TABLE:
         raise BadResponse(f"jd order {order_id}: unknown orderState {state!r}",
                           body=json.dumps(info, default=str, ensure_ascii=False))
-    status = STATUS_TABLE[state]
+    status = canonical_status(state, info)
     created = when(info["orderStartTime"])
     modified = when(info.get("modified")) or created
     if created is None or modified is None:

@@ -58,7 +58,9 @@ from core.records import (
     ShipRequest,
     StockUpdate,
     TokenSet,
+    UnreadableOrder,
     UpdateOutcome,
+    mapped_or_unreadable,
 )
 
 DEFAULT_FACTS = KuaishouFacts()
@@ -185,7 +187,8 @@ class KuaishouConnector(Connector):
             "kwaiItemId": int(platform_item_id), "shelfStatus": 1 if on_sale else 0})
 
     # -- orders --------------------------------------------------------------------------
-    async def iter_orders(self, start: datetime, end: datetime) -> AsyncIterator[OrderRecord]:
+    async def iter_orders(self, start: datetime, end: datetime,
+                          ) -> AsyncIterator[OrderRecord | UnreadableOrder]:
         for window_start, window_end in split_window(start, end, ORDER_WINDOW):
             cursor = ""
             while cursor != NO_MORE:
@@ -194,7 +197,7 @@ class KuaishouConnector(Connector):
                     "queryType": 2, "beginTime": int(window_start.timestamp() * 1000),
                     "endTime": -int(-window_end.timestamp() * 1000 // 1), "cursor": cursor})
                 for order in data.get("orderList") or []:
-                    yield mapping.order_from_detail(order)
+                    yield mapped_or_unreadable(order, mapping.order_from_detail, "orderBaseInfo", "oid")
                 next_cursor = str(data.get("cursor") or NO_MORE)
                 if next_cursor == cursor:
                     raise BadResponse("kuaishou: the cursor did not advance")

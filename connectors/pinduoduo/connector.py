@@ -48,7 +48,9 @@ from core.records import (
     ShipRequest,
     StockUpdate,
     TokenSet,
+    UnreadableOrder,
     UpdateOutcome,
+    mapped_or_unreadable,
 )
 from core.sandbox import Sandbox
 
@@ -86,7 +88,8 @@ class PinduoduoConnector(Connector):
                                 burst=self.limits.burst, assumptions=self.assumptions)
 
     # -- orders ------------------------------------------------------------------------------
-    async def iter_orders(self, start: datetime, end: datetime) -> AsyncIterator[OrderRecord]:
+    async def iter_orders(self, start: datetime, end: datetime,
+                          ) -> AsyncIterator[OrderRecord | UnreadableOrder]:
         for low, high in split_window(start, end, self.limits.max_window):
             first = math.floor(low.timestamp())
             # updated_at has whole seconds and both bounds are inclusive on PDD
@@ -94,7 +97,8 @@ class PinduoduoConnector(Connector):
             async for order in self._increment(first, last):
                 yield order
 
-    async def _increment(self, first: int, last: int) -> AsyncIterator[OrderRecord]:
+    async def _increment(self, first: int, last: int,
+                         ) -> AsyncIterator[OrderRecord | UnreadableOrder]:
         """One ≤30-min window, read from its last page back to page 1.
 
         PDD requires backwards paging, and for a reason: an order updated while we read
@@ -111,14 +115,14 @@ class PinduoduoConnector(Connector):
         pages = page_count(total, size)
         if pages == 1:
             for order in probe.get("order_sn_list") or ():
-                yield order_from_pdd(order)
+                yield mapped_or_unreadable(order, order_from_pdd, "order_sn")
             return
         grown = total
         for page in range(pages, 0, -1):
             answer = await self.client.call("pdd.order.number.list.increment.get",
                                             {**base, "page": page})
             for order in answer.get("order_sn_list") or ():
-                yield order_from_pdd(order)
+                yield mapped_or_unreadable(order, order_from_pdd, "order_sn")
             if page == 1:
                 grown = self._total(answer)
         # orders that entered the window while we read sit after the old last page
@@ -126,7 +130,7 @@ class PinduoduoConnector(Connector):
             answer = await self.client.call("pdd.order.number.list.increment.get",
                                             {**base, "page": page})
             for order in answer.get("order_sn_list") or ():
-                yield order_from_pdd(order)
+                yield mapped_or_unreadable(order, order_from_pdd, "order_sn")
 
     @staticmethod
     def _total(answer: dict[str, Any]) -> int:

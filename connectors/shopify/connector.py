@@ -66,6 +66,7 @@ from core.records import (
     ShipRequest,
     StockUpdate,
     TokenSet,
+    UnreadableOrder,
     UpdateOutcome,
 )
 from core.signing import constant_time_equal
@@ -349,7 +350,8 @@ class ShopifyConnector(Connector):
         return ListingPushResult(numeric_id(product["id"]), sku_ids)
 
     # -- orders ----------------------------------------------------------------------------
-    async def iter_orders(self, start: datetime, end: datetime) -> AsyncIterator[OrderRecord]:
+    async def iter_orders(self, start: datetime, end: datetime,
+                          ) -> AsyncIterator[OrderRecord | UnreadableOrder]:
         if end - start > self.limits.max_window:
             raise ValueError(f"shopify: window {end - start} exceeds {self.limits.max_window}")
         # second precision in the search: round outward so nothing at the edges is missed
@@ -364,7 +366,12 @@ class ShopifyConnector(Connector):
                 "query": query, "first": self.limits.page_size, "after": after})
             connection = data["orders"]
             for node in connection["nodes"]:
-                record = await self._complete_order(node)
+                extra = await self._extra_lines(node)
+                try:
+                    record = order_from_graphql(node, extra)
+                except BadResponse as exc:  # this order is quarantined, the page goes on
+                    yield UnreadableOrder.of(numeric_id(node.get("id")), node, exc)
+                    continue
                 key = (record.platform_order_id, record.modified_at)
                 if key not in seen:
                     seen.add(key)
@@ -374,6 +381,10 @@ class ShopifyConnector(Connector):
                 return
 
     async def _complete_order(self, node: Mapping[str, Any]) -> OrderRecord:
+        return order_from_graphql(node, await self._extra_lines(node))
+
+    async def _extra_lines(self, node: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+        """Line nodes past the first page of `lineItems`."""
         extra: list[Mapping[str, Any]] = []
         connection = node.get("lineItems") or {}
         after = self._next_cursor(connection)
@@ -383,7 +394,7 @@ class ShopifyConnector(Connector):
             lines = (data.get("order") or {}).get("lineItems") or {}
             extra.extend(lines.get("nodes") or [])
             after = self._next_cursor(lines)
-        return order_from_graphql(node, extra)
+        return extra
 
     async def get_order(self, platform_order_id: str) -> OrderRecord:
         data = await self.client.call("ErpsyncOrder", {"id": gid("Order", platform_order_id)})

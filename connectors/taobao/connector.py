@@ -44,6 +44,7 @@ from core.records import (
     ShipRequest,
     StockUpdate,
     TokenSet,
+    UnreadableOrder,
     UpdateOutcome,
 )
 
@@ -108,13 +109,19 @@ class TaobaoConnector(Connector):
         self.assumptions = replace(TopAssumptions(), **shop.options.get("top_assumptions", {}))
 
     # -- orders --------------------------------------------------------------------------
-    async def iter_orders(self, start: datetime, end: datetime) -> AsyncIterator[OrderRecord]:
+    async def iter_orders(self, start: datetime, end: datetime,
+                          ) -> AsyncIterator[OrderRecord | UnreadableOrder]:
         seen: set[str] = set()
         for low, high in split_window(start, end, self.limits.max_window):
             async for tid in self._modified_tids(low, high):
                 if tid not in seen:
                     seen.add(tid)
-                    yield await self.get_order(tid)
+                    trade = await self._trade(tid)
+                    try:
+                        record: OrderRecord | UnreadableOrder = trade_to_order(trade)
+                    except BadResponse as exc:
+                        record = UnreadableOrder.of(tid, trade, exc)
+                    yield record
 
     async def _modified_tids(self, start: datetime, end: datetime) -> AsyncIterator[str]:
         api = "taobao.trades.sold.increment.get"
@@ -129,9 +136,12 @@ class TaobaoConnector(Connector):
                 yield str(field(trade, "tid"))
 
     async def get_order(self, platform_order_id: str) -> OrderRecord:
+        return trade_to_order(await self._trade(platform_order_id))
+
+    async def _trade(self, platform_order_id: str) -> dict[str, Any]:
         result = await self.client.call("taobao.trade.fullinfo.get",
                                         {"fields": TRADE_FIELDS, "tid": platform_order_id})
-        return trade_to_order(result.get("trade") or {})
+        return dict(result.get("trade") or {})
 
     # -- listings ------------------------------------------------------------------------
     async def iter_listings(self) -> AsyncIterator[ListingRecord]:

@@ -71,6 +71,7 @@ from core.records import (
     ShipRequest,
     StockUpdate,
     TokenSet,
+    UnreadableOrder,
     UpdateOutcome,
 )
 from core.signing import constant_time_equal
@@ -285,7 +286,8 @@ class WooCommerceConnector(Connector):
         return reply.data
 
     # -- orders ----------------------------------------------------------------------------
-    async def iter_orders(self, start: datetime, end: datetime) -> AsyncIterator[OrderRecord]:
+    async def iter_orders(self, start: datetime, end: datetime,
+                          ) -> AsyncIterator[OrderRecord | UnreadableOrder]:
         if end - start > self.limits.max_window:
             raise ValueError(f"woocommerce: window {end - start} exceeds "
                              f"{self.limits.max_window}")
@@ -303,7 +305,12 @@ class WooCommerceConnector(Connector):
         reply: WooReply | None = probe
         for number in [*numbers, None]:
             for body in reply.data or [] if reply is not None else []:
-                record = await self._order_record(body)
+                tracking = await self._tracking_numbers(body)
+                try:
+                    record = order_from_rest(body, tracking)
+                except BadResponse as exc:  # this order is quarantined, the page goes on
+                    yield UnreadableOrder.of(body.get("id"), body, exc)
+                    continue
                 key = (record.platform_order_id, record.modified_at)
                 if key not in seen:
                     seen.add(key)
@@ -320,11 +327,15 @@ class WooCommerceConnector(Connector):
             raise
 
     async def _order_record(self, body: Mapping[str, Any]) -> OrderRecord:
+        return order_from_rest(body, await self._tracking_numbers(body))
+
+    async def _tracking_numbers(self, body: Mapping[str, Any]) -> list[str] | None:
+        """Read from the tracking route when the order's meta does not carry them."""
         if self.settings.tracking_from_meta or \
                 body.get("status") not in self.settings.tracking_statuses:
-            return order_from_rest(body)
+            return None
         items = await self._trackings(str(body["id"]))
-        return order_from_rest(body, [str(i.get("tracking_number")) for i in items])
+        return [str(i.get("tracking_number")) for i in items]
 
     async def get_order(self, platform_order_id: str) -> OrderRecord:
         reply = await self.client.call(f"GET {ORDERS}/{platform_order_id}")

@@ -55,7 +55,9 @@ from core.records import (
     ShipRequest,
     StockUpdate,
     TokenSet,
+    UnreadableOrder,
     UpdateOutcome,
+    mapped_or_unreadable,
 )
 from core.secrets import register as register_secret
 from core.signing import constant_time_equal
@@ -200,7 +202,8 @@ class XiaohongshuConnector(Connector):
                                    {"skuId": sku.sku_id, "available": on_sale})
 
     # -- orders --------------------------------------------------------------------------
-    async def iter_orders(self, start: datetime, end: datetime) -> AsyncIterator[OrderRecord]:
+    async def iter_orders(self, start: datetime, end: datetime,
+                          ) -> AsyncIterator[OrderRecord | UnreadableOrder]:
         first, last = math.floor(start.timestamp()), math.ceil(end.timestamp())
         seen: set[tuple[str, int]] = set()
         for window_start in range(first, last, UPDATE_WINDOW_SECONDS):
@@ -210,7 +213,8 @@ class XiaohongshuConnector(Connector):
                 if key in seen:
                     continue
                 seen.add(key)
-                yield await self.get_order(key[0])
+                yield mapped_or_unreadable(await self._order_detail(key[0]), order_from_json,
+                                           "orderId")
 
     async def _window_rows(self, start: int, end: int) -> AsyncIterator[Mapping[str, Any]]:
         size = self.limits.page_size
@@ -243,10 +247,13 @@ class XiaohongshuConnector(Connector):
         return data
 
     async def get_order(self, platform_order_id: str) -> OrderRecord:
+        return order_from_json(await self._order_detail(platform_order_id))
+
+    async def _order_detail(self, platform_order_id: str) -> dict[str, Any]:
         data = await self.client.call("order.getOrderDetail", {"orderId": platform_order_id})
         if not isinstance(data, dict):
             raise BadResponse(f"xiaohongshu order {platform_order_id}: detail is not an object")
-        return order_from_json(data)
+        return data
 
     # -- pushes --------------------------------------------------------------------------
     def _push_target(self) -> tuple[str, dict[str, str]]:

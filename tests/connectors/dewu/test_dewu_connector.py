@@ -14,6 +14,7 @@ from connectors.dewu.connector import DewuConnector
 from connectors.dewu.sandbox import DewuSandbox
 from core.clock import ManualClock, format_beijing
 from core.errors import (
+    AuthExpired,
     BadResponse,
     NotFound,
     RateLimited,
@@ -123,11 +124,30 @@ async def test_order_lifecycle_through_inspection(connector: DewuConnector,
         await connector.get_order("999")
 
 
+async def test_a_warehouse_order_goes_to_dewu_and_carries_the_buyer_freight(
+        connector: DewuConnector, sandbox: DewuSandbox) -> None:
+    order = sandbox.place_order([("42", 2)], post_fee_fen=800)
+    record = await connector.get_order(order.order_id)
+    assert (record.total_fen, record.post_fee_fen, record.paid_fen) == (259800, 800, 260600)
+    assert record.lines[0].paid_fen == 259800
+    # the parcel goes to Dewu's inspection warehouse, not to the buyer
+    assert (record.address.province, record.address.district) == ("上海市", "杨浦区")
+    assert record.address.detail and record.address.province != order.province
+    brand = sandbox.place_order([("42", 1)], order_type=14)
+    assert (await connector.get_order(brand.order_id)).address.province == ""
+
+
 async def test_cancellations(connector: DewuConnector, sandbox: DewuSandbox) -> None:
+    unpaid = sandbox.place_order([("42", 1)], paid=False)
+    sandbox.cancel(unpaid.order_id)
+    record = await connector.get_order(unpaid.order_id)
+    assert (record.status, record.platform_status) == (OrderStatus.CANCELLED, "7000")
     closed = sandbox.place_order([("42", 1)])
     sandbox.cancel(closed.order_id)
     record = await connector.get_order(closed.order_id)
-    assert (record.status, record.platform_status) == (OrderStatus.CANCELLED, "8010")
+    # paid, then closed by the buyer before shipping: the money went back
+    assert (record.status, record.platform_status) == (OrderStatus.REFUNDED, "8010")
+    assert record.lines[0].status is LineStatus.REFUNDED
     assert sandbox.stock_of("42") == 5  # back on the bid
     returned = sandbox.place_order([("42", 1)])
     await connector.ship(ShipRequest(returned.order_id, "JD", "JDVA01234567890"))
@@ -214,6 +234,9 @@ async def test_ship_then_ship_again_is_already_shipped(connector: DewuConnector,
     body = json.loads(request.body)
     assert (body["order_no"], body["dispatch_num"], body["carrier"]) == (
         order.order_id, "DPK123456789012", 2)
+    # the platform registers the carrier in its own code vocabulary, as the table has it
+    assert [s.carrier_code for s in sandbox.shipments_of(order.order_id)] == [
+        connector.carrier_table().to_platform("DBL")]
     with pytest.raises(Rejected) as caught:
         await connector.ship(ShipRequest(order.order_id, "DBL", "DPK123456789012"))
     assert caught.value.reason == "already_shipped"
@@ -277,6 +300,25 @@ async def test_expired_token_refreshes_once_and_keeps_the_rotated_refresh_token(
     assert tokens.current().expires_at == clock.now() + timedelta(days=1)
     [refresh] = [r for r in sandbox.requests if r.api.endswith("refresh_token")]
     assert "sign" not in json.loads(refresh.request.body)
+
+
+async def test_a_dead_refresh_token_is_auth_expired(connector: DewuConnector,
+                                                   sandbox: DewuSandbox,
+                                                   clock: ManualClock) -> None:
+    order = sandbox.place_order([("42", 1)])
+    sandbox.expire_token()
+    sandbox.refresh_tokens.clear()  # revoked, expired or rotated away
+    with pytest.raises(AuthExpired):
+        await connector.get_order(order.order_id)
+
+
+async def test_wrong_client_credentials_on_refresh_stay_rejected(
+        sandbox: DewuSandbox, clock: ManualClock) -> None:
+    connector = make(sandbox, clock)
+    with pytest.raises(Rejected) as caught:  # a refresh signed with the wrong app secret
+        await make(sandbox, clock, app_secret="not-the-secret").refresh_token(
+            connector.shop.tokens.current())
+    assert caught.value.reason == "bad_signature"
 
 
 # -- faults ------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from connectors.dewu.client import DewuApiSpec
 from connectors.dewu.connector import DewuConnector
 from connectors.dewu.mapping import (
     BRAND_CARRIERS,
@@ -87,7 +88,7 @@ EXPECTED: dict[str, tuple[OrderStatus, LineStatus]] = {
     "4000": (OrderStatus.COMPLETED, LineStatus.SHIPPED),
     "7000": (OrderStatus.CANCELLED, LineStatus.CANCELLED),
     "7500": (OrderStatus.CANCELLED, LineStatus.CANCELLED),
-    "8010": (OrderStatus.CANCELLED, LineStatus.CANCELLED),
+    "8010": (OrderStatus.REFUNDED, LineStatus.REFUNDED),  # closed after payment
 }
 
 
@@ -103,13 +104,52 @@ def test_status_row(code: str, expected: tuple[OrderStatus, LineStatus]) -> None
     assert (record.paid_at is None) == (expected[0] is OrderStatus.UNPAID)
 
 
-@pytest.mark.parametrize(("close_type", "status"), [
-    (12, OrderStatus.CANCELLED), (11, OrderStatus.CANCELLED), (15, OrderStatus.CANCELLED),
-    (13, OrderStatus.REFUNDED), (14, OrderStatus.REFUNDED), (18, OrderStatus.REFUNDED),
-    (20, OrderStatus.REFUNDED), (22, OrderStatus.REFUNDED),
-])
-def test_close_type_refines_closed_orders(close_type: int, status: OrderStatus) -> None:
-    assert order_from_json(_row("8010", close_type)).status is status
+@pytest.mark.parametrize("close_type", [5, 11, 12, 13, 14, 15, 18, 19, 20, 22])
+def test_a_paid_order_closed_for_any_reason_is_refunded(close_type: int) -> None:
+    """Buyer closed, seller shipping timeout, platform cancelled, QC failed, returned …:
+    the buyer had paid, the money goes back."""
+    record = order_from_json(_row("8010", close_type))
+    assert (record.status, record.lines[0].status) == (OrderStatus.REFUNDED,
+                                                       LineStatus.REFUNDED)
+
+
+@pytest.mark.parametrize("close_type", [0, 10])
+def test_a_closed_order_never_paid_is_cancelled(close_type: int) -> None:
+    record = order_from_json({**_row("8010", close_type), "pay_time": ""})
+    assert (record.status, record.lines[0].status) == (OrderStatus.CANCELLED,
+                                                       LineStatus.CANCELLED)
+    assert record.platform_status == "8010" and record.paid_at is None
+
+
+def test_freight_and_the_platform_address_of_a_warehouse_bound_order() -> None:
+    row = {**_row("2000"), "qty": 2, "sku_price": 9900, "pay_amount": 20600,
+           "trade_freight_info": {"freight": 800},
+           "delivery_address_platform": {
+               "name": "得物鉴别中心", "mobile": "400-000-0000", "province": "上海市",
+               "city": "上海市", "district": "杨浦区", "address_detail": "某路 1 号",
+               "postcode": "200000"}}
+    record = order_from_json(row)
+    assert (record.total_fen, record.post_fee_fen, record.paid_fen) == (19800, 800, 20600)
+    assert record.lines[0].paid_fen == 19800  # the freight belongs to the order
+    address = record.address
+    assert (address.province, address.city, address.district, address.detail) == (
+        "上海市", "上海市", "杨浦区", "某路 1 号")
+    assert (address.name, address.phone) == ("得物鉴别中心", "400-000-0000")
+
+
+def test_field_names_come_from_the_spec() -> None:
+    spec = DewuApiSpec(platform_address_field="ship_to", freight_field="freight_info")
+    row = {**_row("2000"), "freight_info": {"freight": 500},
+           "ship_to": {"province": "浙江省", "address_detail": "x"}}
+    record = order_from_json(row, spec)
+    assert (record.post_fee_fen, record.address.province) == (500, "浙江省")
+    assert order_from_json(row).post_fee_fen == 0  # the default names are not there
+
+
+def test_a_brand_direct_order_carries_no_buyer_address() -> None:
+    record = order_from_json({**_row("2000"), "order_type": 14,
+                              "delivery_address_platform": None})
+    assert record.address.province == "" and record.address.detail == ""
 
 
 def test_carrier_table_covers_domestic_codes() -> None:

@@ -22,7 +22,14 @@ from core.errors import (
     Transient,
     UnmappedCarrier,
 )
-from core.records import Capability, OrderStatus, PriceUpdate, ShipRequest, StockUpdate
+from core.records import (
+    Capability,
+    LineStatus,
+    OrderStatus,
+    PriceUpdate,
+    ShipRequest,
+    StockUpdate,
+)
 from core.sandbox import Fault
 from core.testing import connect
 from core.tokens import RefreshingTokens
@@ -135,7 +142,7 @@ async def test_the_gateway_refuses_a_window_over_a_month(sandbox: JdSandbox,
             pass
 
 
-async def test_unpaid_orders_are_invisible_and_a_refund_cancels(
+async def test_unpaid_orders_are_invisible_and_a_refund_after_payment_is_refunded(
         sandbox: JdSandbox, clock: ManualClock) -> None:
     order = sandbox.place_order([("HS-BLK", 1)], paid=False)
     connector = jd(sandbox, clock)
@@ -145,7 +152,21 @@ async def test_unpaid_orders_are_invisible_and_a_refund_cancels(
     assert (await connector.get_order(order.order_id)).status is OrderStatus.PAID
     sandbox.cancel(order.order_id)
     record = await connector.get_order(order.order_id)
-    assert record.status is OrderStatus.CANCELLED and record.platform_status == "TRADE_CANCELED"
+    # closed after an online payment: JD says TRADE_CANCELED, the money went back
+    assert record.status is OrderStatus.REFUNDED and record.platform_status == "TRADE_CANCELED"
+    assert {line.status for line in record.lines} == {LineStatus.REFUNDED}
+
+
+async def test_a_refund_after_shipping_is_refunded(sandbox: JdSandbox,
+                                                   clock: ManualClock) -> None:
+    order = sandbox.place_order([("HS-BLK", 1)])
+    sandbox.record_shipment(order, "467", "SF1301234567890", [])
+    connector = jd(sandbox, clock)
+    assert (await connector.get_order(order.order_id)).status is OrderStatus.SHIPPED
+    sandbox.refund_after_shipping(order.order_id)
+    record = await connector.get_order(order.order_id)
+    assert record.status is OrderStatus.REFUNDED and record.platform_status == "TRADE_CANCELED"
+    assert record.tracking_numbers == ("SF1301234567890",)
 
 
 # -- stock, price, shelf -----------------------------------------------------------------------

@@ -112,11 +112,44 @@ def test_status_table_covers_every_documented_state() -> None:
     assert JdConnector.status_table is STATUS_TABLE
 
 
+def cash_on_delivery_row() -> dict[str, Any]:
+    """The search fixture's order as cash on delivery, not yet paid: every row of the table
+    applies to it as is (no refinement by payment)."""
+    return {**search_rows()[0], "payType": "1-货到付款", "paymentConfirmTime": ""}
+
+
 @pytest.mark.parametrize(("state", "status"), sorted(STATUS_TABLE.items()))
 def test_status_row(state: str, status: OrderStatus) -> None:
-    record = order_from_jd({**search_rows()[0], "orderState": state})
+    record = order_from_jd({**cash_on_delivery_row(), "orderState": state})
     assert record.status is status and record.platform_status == state
     assert record.created_at.utcoffset() is not None
+
+
+@pytest.mark.parametrize(("state", "status"), sorted(STATUS_TABLE.items()))
+def test_status_row_of_an_order_paid_online(state: str, status: OrderStatus) -> None:
+    """Paid online, only the closed state changes meaning: money went back (REFUNDED)."""
+    record = order_from_jd({**search_rows()[0], "orderState": state})
+    expected = OrderStatus.REFUNDED if state == "TRADE_CANCELED" else status
+    assert record.status is expected and record.platform_status == state
+    if expected is OrderStatus.REFUNDED:
+        assert {line.status for line in record.lines} == {LineStatus.REFUNDED}
+
+
+@pytest.mark.parametrize(("pay_type", "paid_at", "status"), [
+    ("4-在线支付", "2026-11-11 00:00:45", OrderStatus.REFUNDED),
+    ("4-在线支付", "", OrderStatus.CANCELLED),
+    ("4-在线支付", "0001-01-01 00:00:00", OrderStatus.CANCELLED),  # JD's zero date
+    ("1-货到付款", "2026-11-11 00:00:45", OrderStatus.CANCELLED),  # COD: nothing collected
+    ("1-货到付款", "", OrderStatus.CANCELLED),
+])
+def test_a_closed_order_is_refunded_only_after_an_online_payment(
+        pay_type: str, paid_at: str, status: OrderStatus) -> None:
+    record = order_from_jd({**search_rows()[0], "orderState": "TRADE_CANCELED",
+                            "payType": pay_type, "paymentConfirmTime": paid_at})
+    assert record.status is status
+    line_status = (LineStatus.REFUNDED if status is OrderStatus.REFUNDED
+                   else LineStatus.CANCELLED)
+    assert {line.status for line in record.lines} == {line_status}
 
 
 def test_an_unknown_state_is_a_bad_response() -> None:
