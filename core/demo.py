@@ -1,6 +1,12 @@
 """`erpsync demo`: sandbox shops on 127.0.0.1, a seeded catalogue and order stream, and the
 real sync running against them on SQLite. Deterministic: the same seed gives the same
-sandbox data, so a second run ingests nothing twice."""
+sandbox data, so a second run ingests nothing twice.
+
+With `[tracking] provider = "kuaidi100"` and `sandbox = true`, the provider's sandbox carries
+the shipped parcels: each gets a scripted journey by its shipment id (delivered, stalled,
+a delivery problem, refused, never collected), started before the shipment so that some
+parcels have honestly seen no scan for more than 48 h by the time the real tracking poll
+and the real alert checks look at them."""
 
 from __future__ import annotations
 
@@ -9,20 +15,23 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy import func, select
 
+from core.alerting import deliver_alerts
 from core.catalog import ProductSpec, SkuSpec, upsert_product
 from core.config import Config
 from core.db import transaction, upgrade
-from core.logistics import ShippingError, choose_carrier, ship
-from core.model import Alert, Order, OutboxTask, Sku, StockLevel
+from core.logistics import ShippingError, check_shipments, choose_carrier_for, ship
+from core.model import Alert, Order, OutboxTask, Shipment, Sku, StockLevel, TrackingEvent
 from core.pull import pull_orders
-from core.records import OrderStatus
+from core.records import Capability, OrderStatus
 from core.runtime import Runtime, SandboxBinding
 from core.sandbox import Sandbox, SoldOut, serve
 from core.senders import OutboxWorker
+from core.tracking import TRACKING_SANDBOX, poll_tracking
 
 CATALOGUE = (
     ProductSpec("TEE-001", "纯棉短袖T恤 夏季百搭", (
@@ -45,6 +54,10 @@ ADDRESSES = (
     {"province": "江苏省", "city": "南京市", "district": "鼓楼区", "detail": "中山路 8 号"},
 )
 REMARKS = ("", "", "", "请尽快，加急", "不要放快递柜")
+# parcel journeys by shipment id, and how long before the shipment each journey began:
+# a stalled parcel left its origin hub 58 h ago, a problem parcel hit trouble an hour ago
+JOURNEYS = (("normal", 40), ("stalled", 72), ("problem", 41), ("normal", 36),
+            ("refused", 39), ("stalled", 66), ("normal", 20), ("never_collected", 0))
 
 
 @dataclass(slots=True)
@@ -57,6 +70,8 @@ class DemoSummary:
     tracking_pushes: int = 0
     shipped: int = 0
     failed_pushes: int = 0
+    tracking_events: int = 0
+    alerts_delivered: int = 0
     alerts: Counter[str] = field(default_factory=Counter)
 
     def rows(self) -> list[tuple[str, str]]:
@@ -66,7 +81,11 @@ class DemoSummary:
                 ("stock pushes", str(self.stock_pushes)),
                 ("orders shipped", str(self.shipped)),
                 ("tracking pushes", str(self.tracking_pushes)),
-                ("failed pushes", str(self.failed_pushes))]
+                ("failed pushes", str(self.failed_pushes)),
+                ("tracking events", str(self.tracking_events)),
+                ("shipments stalled", str(self.alerts["shipment_stalled"])),
+                ("delivery exceptions", str(self.alerts["delivery_exception"])),
+                ("alerts delivered", str(self.alerts_delivered))]
         rows += [(f"alerts open: {kind}", str(n)) for kind, n in sorted(self.alerts.items())]
         return rows
 
@@ -137,19 +156,21 @@ async def ship_ready(rt: Runtime, rng: random.Random) -> int:
     shipped = 0
     async with rt.sessions() as session:
         ready = (await session.execute(
-            select(Order.id, Order.shop_id, Order.province).where(
+            select(Order.id, Order.shop_id).where(
                 Order.status == OrderStatus.APPROVED.value, Order.backorder.is_(False))
             .order_by(Order.id))).all()
-    for order_id, shop_id, province in ready:
+    for order_id, shop_id in ready:
         shop = rt.shop_name(shop_id)
-        choice = choose_carrier(rt.rules_data, province=province, bulky=False, shop=shop)
-        number = _waybill(choice.carrier, rng)
+        connector = rt.connector(shop)
         try:
             async with transaction(rt.sessions) as session:
+                choice = await choose_carrier_for(session, rt.rules_data, order_id=order_id,
+                                                  shop=shop)
                 await ship(session, order_id=order_id, carrier=choice.carrier,
-                           tracking_number=number, carriers=rt.connector(shop).carrier_table(),
-                           pool=rt.pool, publisher=rt.publisher, now=rt.now(),
-                           rule=choice.rule)
+                           tracking_number=_waybill(choice.carrier, rng),
+                           carriers=connector.carrier_table(), pool=rt.pool,
+                           publisher=rt.publisher, now=rt.now(), rule=choice.rule,
+                           partial_ship=Capability.PARTIAL_SHIP in connector.capabilities)
             shipped += 1
         except ShippingError:
             continue
@@ -163,7 +184,41 @@ def _waybill(carrier: str, rng: random.Random) -> str:
             "JT": "JT" + digits + "0", "EMS": "1" + digits}.get(carrier, "75" + digits)
 
 
-async def run_cycle(rt: Runtime, summary: DemoSummary, rng: random.Random) -> None:
+@runtime_checkable
+class ParcelSandbox(Protocol):
+    """A tracking provider's sandbox that carries parcels along scripted journeys
+    (connectors/kuaidi100/sandbox.py)."""
+
+    parcels: dict[tuple[str, str], Any]
+
+    def add_parcel(self, carrier_code: str, number: str, journey: str = "normal", *,
+                   phone: str = "", start: datetime | None = None) -> Any: ...
+
+
+async def hand_parcels_to_carriers(rt: Runtime, tracker: ParcelSandbox) -> int:
+    """Every shipment's parcel appears in the tracking sandbox, its journey chosen by the
+    shipment id and started relative to the shipping time, so a second demo run over the
+    same database sees the very same scans."""
+    added = 0
+    carriers = rt.registry.tracking_provider(str(rt.config.tracking["provider"])).carriers
+    async with rt.sessions() as session:
+        rows = (await session.execute(
+            select(Shipment.id, Shipment.carrier, Shipment.tracking_number, Shipment.shipped_at,
+                   Order.receiver_phone)
+            .join(Order, Order.id == Shipment.order_id).order_by(Shipment.id))).all()
+    for shipment_id, carrier, number, shipped_at, phone in rows:
+        com = carriers.to_platform(carrier)
+        if (com, number) in tracker.parcels:
+            continue
+        journey, hours_before = JOURNEYS[(shipment_id - 1) % len(JOURNEYS)]
+        tracker.add_parcel(carrier, number, journey, phone=phone,
+                           start=shipped_at - timedelta(hours=hours_before))
+        added += 1
+    return added
+
+
+async def run_cycle(rt: Runtime, summary: DemoSummary, rng: random.Random,
+                    tracker: ParcelSandbox | None = None) -> None:
     worker = OutboxWorker(rt)
     for shop in rt.enabled_shops():
         # the demo placed its orders a moment ago: read up to now, not now − lag
@@ -178,10 +233,17 @@ async def run_cycle(rt: Runtime, summary: DemoSummary, rng: random.Random) -> No
     sent = await worker.drain()
     summary.stock_pushes += sent.calls_by_kind.get("stock", 0)
     summary.failed_pushes += sent.failed
+    if tracker is not None:
+        await hand_parcels_to_carriers(rt, tracker)
+        await poll_tracking(rt)
+    await check_shipments(rt)
+    summary.alerts_delivered += await deliver_alerts(rt)
     async with rt.sessions() as session:
         summary.tracking_pushes = int(await session.scalar(
             select(func.count()).select_from(OutboxTask).where(
                 OutboxTask.kind == "ship", OutboxTask.state == "done")) or 0)
+        summary.tracking_events = int(await session.scalar(
+            select(func.count()).select_from(TrackingEvent)) or 0)
 
 
 async def run_demo(config: Config, *, once: bool, seed: int = 11, orders_per_shop: int = 12,
@@ -194,8 +256,14 @@ async def run_demo(config: Config, *, once: bool, seed: int = 11, orders_per_sho
     registry = Registry.discover()
     sandboxes = build_sandboxes(config, registry, seed)
     place_orders(sandboxes, seed, orders_per_shop)
-    async with serve(sandboxes) as urls:
+    tracker = build_tracking_sandbox(config, registry, seed)
+    served: dict[str, Sandbox] = dict(sandboxes)
+    if tracker is not None:
+        served[TRACKER_MOUNT] = tracker
+    async with serve(served) as urls:
         bindings = {name: SandboxBinding(sb, urls[name]) for name, sb in sandboxes.items()}
+        if tracker is not None:
+            bindings[TRACKING_SANDBOX] = SandboxBinding(tracker, urls[TRACKER_MOUNT])
         rt = Runtime(config, registry=registry, sandboxes=bindings)
         try:
             await upgrade(rt.engine, config.database_url)
@@ -209,7 +277,8 @@ async def run_demo(config: Config, *, once: bool, seed: int = 11, orders_per_sho
             rng = random.Random(seed)
             wave = 0
             while True:
-                await run_cycle(rt, summary, rng)
+                await run_cycle(rt, summary, rng,
+                                tracker if isinstance(tracker, ParcelSandbox) else None)
                 await _count_alerts(rt, summary)
                 if once:
                     break
@@ -221,6 +290,25 @@ async def run_demo(config: Config, *, once: bool, seed: int = 11, orders_per_sho
         finally:
             await rt.close()
     return summary
+
+
+# where the tracking sandbox is served; ':' keeps it apart from any shop name
+TRACKER_MOUNT = "tracking:sandbox"
+
+
+def build_tracking_sandbox(config: Config, registry: Any, seed: int) -> Sandbox | None:
+    """The provider's own sandbox when `[tracking] sandbox = true` and it carries parcels."""
+    tracking = config.tracking
+    if not tracking.get("provider") or tracking.get("sandbox") is not True:
+        return None
+    try:
+        sandbox_class = registry.tracking_provider(str(tracking["provider"])).sandbox_class
+    except KeyError:
+        return None  # core.tracking names the unknown provider when the poll builds it
+    if sandbox_class is None:
+        return None
+    sandbox: Sandbox = sandbox_class(seed=seed)
+    return sandbox if isinstance(sandbox, ParcelSandbox) else None
 
 
 async def _count_alerts(rt: Runtime, summary: DemoSummary) -> None:
