@@ -71,10 +71,10 @@ class TokenBucket:
                 now = self._clock.monotonic()
                 self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
                 self._stamp = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
+                if self._tokens >= 1 - 1e-9:  # float sums of small refills fall just short
+                    self._tokens = max(0.0, self._tokens - 1)
                     return
-                await self._clock.sleep((1 - self._tokens) / self.rate)
+                await self._clock.sleep(max((1 - self._tokens) / self.rate, 1e-3))
 
 
 class HttpSession:
@@ -92,6 +92,8 @@ class HttpSession:
         self.rate_limits = rate_limits
         self._buckets: dict[tuple[str, str, str], TokenBucket] = {}
         self.calls = 0  # every request sent, for benchmarks and the simulator
+        # called after every request: (platform, api, seconds, error class name or None)
+        self.observers: list[Callable[[str, str, float, str | None], None]] = []
 
     def bucket(self, key: tuple[str, str, str], rate: float, burst: int) -> TokenBucket:
         found = self._buckets.get(key)
@@ -237,6 +239,9 @@ class PlatformClient(ABC):
 
     def _log(self, api: str, params: Mapping[str, Any], attempt: int, started: float,
              **fields: Any) -> None:
+        elapsed = time.perf_counter() - started
+        for observe in self.session.observers:
+            observe(self.platform, api, elapsed, fields.get("error"))
         log.debug("api_call", platform=self.platform, shop=self.shop.name, api=api,
                   attempt=attempt, ms=round((time.perf_counter() - started) * 1000, 1),
                   params=redact_mapping(dict(params)), **fields)

@@ -137,7 +137,7 @@ async def pull_listings(rt: Runtime, shop: str, *, correct: bool = True) -> List
                                  {"shop": shop, "delta": drift.delta})
         if correct:
             stats.queued = await rt.publisher.publish(session, touched, now,
-                                                      against_platform=True)
+                                                      against_platform=True, shop_id=shop_id)
     return stats
 
 

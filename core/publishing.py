@@ -147,11 +147,13 @@ class Publisher:
         return targets
 
     async def publish(self, session: AsyncSession, sku_ids: Iterable[int], now: datetime,
-                      *, against_platform: bool = False) -> int:
+                      *, against_platform: bool = False, shop_id: int | None = None) -> int:
         """Queue the new quantity of every listing of these SKUs whose target changed since
         it was last queued (or, with `against_platform`, differs from what the platform was
         last seen showing). Returns the number of outbox rows written."""
-        targets = await self.targets(session, sku_ids)
+        # every channel of a SKU counts for the strict split; `shop_id` limits what is queued
+        targets = [t for t in await self.targets(session, sku_ids)
+                   if shop_id is None or t.shop_id == shop_id]
         if not targets:
             return 0
         rows = {row.id: row for row in (await session.execute(

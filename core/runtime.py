@@ -22,6 +22,7 @@ from core.clock import Clock, SystemClock
 from core.config import Config, ShopConfig
 from core.connector import Connector, ShopContext
 from core.db import create_engine, session_factory, transaction
+from core.errors import ConfigError
 from core.http import HttpSession
 from core.inventory import StockPool
 from core.model import Shop
@@ -108,13 +109,21 @@ class Runtime:
     def _build(self, shop: ShopConfig) -> Connector:
         connector_class = self.registry.connector(shop.platform)
         binding = self.sandboxes.get(shop.name)
-        if binding is not None:
-            sandbox = binding.sandbox
+        if binding is not None or shop.sandbox:
+            # a sandbox shop: in-process (binding), or served elsewhere at base_url with the
+            # sandbox's default keys (`erpsync sandbox serve`)
+            if binding is not None:
+                sandbox, base_url = binding.sandbox, binding.base_url
+            elif connector_class.sandbox_class is not None and shop.base_url:
+                sandbox, base_url = connector_class.sandbox_class(), shop.base_url
+            else:
+                raise ConfigError(str(self.config.path), f"shops.{shop.name}.base_url",
+                                  "a sandbox shop needs the URL its sandbox is served at "
+                                  "(or run it with `erpsync demo`)")
             secrets = {"app_key": sandbox.app_key, "app_secret": sandbox.app_secret,
                        "access_token": next(iter(sandbox.access_tokens), ""),
                        "refresh_token": next(iter(sandbox.refresh_tokens), "")}
             extra = sandbox.client_secrets()
-            base_url = binding.base_url
         else:
             secrets = {key: self.environ.get(var, "") for key, var in shop.credentials.items()}
             extra = {key: self.environ.get(var, "") for key, var in shop.extra_credentials.items()}

@@ -11,6 +11,7 @@ its batch limit). A task's outcome decides its next state:
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -71,8 +72,10 @@ class OutboxWorker:
             groups: dict[tuple[int, str], list[Claimed]] = defaultdict(list)
             for task in claimed:
                 groups[(task.shop_id, task.kind)].append(task)
-            for (shop_id, kind), tasks in groups.items():
-                await self._send_group(shop_id, kind, tasks, stats)
+            # shops are independent: their calls go out together (each shop's own rate
+            # limiter still spaces its calls), so a fan-out costs one round trip, not twenty
+            await asyncio.gather(*(self._send_group(shop_id, kind, tasks, stats)
+                                   for (shop_id, kind), tasks in groups.items()))
         return stats
 
     async def _send_group(self, shop_id: int, kind: str, tasks: list[Claimed],

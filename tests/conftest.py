@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import text
 
@@ -23,6 +24,15 @@ from core.testing import RoutingTransport
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("ERPSYNC_TEST_PG_URL")
+
+
+@pytest.fixture(autouse=True)
+def fresh_logging() -> Iterator[None]:
+    """Commands configure structlog on their runner's stream, which closes with the test;
+    every test starts and ends with the default configuration."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from core import logs
-from core.cli import admin, catalog, demo, orders, shipping, stock
+from core.cli import admin, alerts, catalog, daemon, demo, orders, shipping, simulate, stock
 from core.cli import listings as listings_commands
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -31,8 +31,11 @@ app.add_typer(orders.app, name="orders")
 app.add_typer(stock.app, name="stock")
 app.add_typer(listings_commands.app, name="listings")
 app.add_typer(catalog.app, name="catalog")
+app.add_typer(alerts.app, name="alerts")
+app.add_typer(simulate.app, name="simulate")
 shipping.register(app)
 demo.register(app)
+daemon.register(app)
 
 
 def main() -> None:
