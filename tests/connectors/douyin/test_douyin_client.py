@@ -32,7 +32,7 @@ from core.errors import (
 )
 from core.testing import connect
 
-SAMPLES = Path("/work/shared/reference/samples/douyin")
+SAMPLES = Path(__file__).resolve().parents[4] / "shared" / "reference" / "samples" / "douyin"
 FIXTURES = Path(__file__).parents[3] / "connectors" / "douyin" / "fixtures"
 
 APP_KEY = "1234567890123456789"

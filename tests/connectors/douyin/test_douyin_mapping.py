@@ -16,7 +16,7 @@ from core.errors import BadResponse
 from core.records import LineStatus, OrderLineRecord, OrderStatus, PushKind
 
 FIXTURES = Path(__file__).parents[3] / "connectors" / "douyin" / "fixtures"
-SAMPLES = Path("/work/shared/reference/samples/douyin")
+SAMPLES = Path(__file__).resolve().parents[4] / "shared" / "reference" / "samples" / "douyin"
 
 
 def fixture(name: str) -> Any:

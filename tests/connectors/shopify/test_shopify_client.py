@@ -25,7 +25,7 @@ from core.clock import ManualClock
 from core.errors import AuthExpired, BadResponse, NotFound, RateLimited, Rejected, Transient
 from core.testing import connect
 
-SAMPLES = Path("/work/shared/reference/samples/shopify")
+SAMPLES = Path(__file__).resolve().parents[4] / "shared" / "reference" / "samples" / "shopify"
 FIXTURES = Path(__file__).parents[3] / "connectors" / "shopify" / "fixtures"
 
 

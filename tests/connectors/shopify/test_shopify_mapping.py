@@ -29,7 +29,7 @@ from connectors.shopify.mapping import (
 from core.errors import BadResponse
 from core.records import LineStatus, OrderRecord, OrderStatus
 
-SAMPLES = Path("/work/shared/reference/samples/shopify")
+SAMPLES = Path(__file__).resolve().parents[4] / "shared" / "reference" / "samples" / "shopify"
 FIXTURES = Path(__file__).parents[3] / "connectors" / "shopify" / "fixtures"
 ORDER_SAMPLES = ["rest_order_fixture.json", "webhook_orders_create_real_aud.json",
                  "webhook_orders_create_test_notification.json"]

@@ -29,7 +29,7 @@ from core.errors import BadResponse
 from core.records import LineStatus, OrderRecord, OrderStatus, PushKind
 from core.testing import connect
 
-SAMPLES = Path("/work/shared/reference/samples/woocommerce")
+SAMPLES = Path(__file__).resolve().parents[4] / "shared" / "reference" / "samples" / "woocommerce"
 FIXTURES = Path(__file__).parents[3] / "connectors" / "woocommerce" / "fixtures"
 ORDER_SAMPLES = ["order_727_get.json", "orders_list.json", "webhook_order_created_body.json"]
 
