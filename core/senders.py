@@ -155,13 +155,11 @@ class OutboxWorker:
             try:
                 outcomes = await connector.set_stock(chunk)
             except ErpsyncError as exc:
-                for item in chunk:
-                    await self._outcome(by_key[(item.platform_item_id, item.platform_sku_id)],
-                                        exc, stats)
+                await self._outcomes([(by_key[(item.platform_item_id, item.platform_sku_id)],
+                                       exc) for item in chunk], stats)
                 continue
-            for outcome in outcomes:
-                task = by_key[(outcome.platform_item_id, outcome.platform_sku_id)]
-                await self._outcome(task, outcome.error, stats)
+            await self._outcomes([(by_key[(o.platform_item_id, o.platform_sku_id)], o.error)
+                                  for o in outcomes], stats)
 
     async def _send_ship(self, connector: Connector, task: Claimed, stats: SendStats) -> None:
         async with self.rt.sessions() as session:
@@ -198,39 +196,50 @@ class OutboxWorker:
 
     async def _outcome(self, task: Claimed, error: Exception | None, stats: SendStats, *,
                        shipment_id: int | None = None) -> None:
+        await self._outcomes([(task, error)], stats, shipment_id=shipment_id)
+
+    async def _outcomes(self, results: list[tuple[Claimed, Exception | None]],
+                        stats: SendStats, *, shipment_id: int | None = None) -> None:
+        """Record the outcomes of one batch call in one transaction."""
         now = self.rt.now()
-        owner = self.rt.node
         async with transaction(self.rt.sessions) as session:
-            if error is None:
-                if not await outbox.complete(session, task, owner=owner, now=now):
-                    return  # our lease was taken over; the new owner finishes it
+            for task, error in results:
+                await self._record(session, task, error, stats, shipment_id, now)
+        for task, error in results:
+            log.info("outbox_outcome", kind=task.kind, target=task.target,
+                     shop=self.rt.shop_name(task.shop_id), error=_describe(error))
+
+    async def _record(self, session: AsyncSession, task: Claimed, error: Exception | None,
+                      stats: SendStats, shipment_id: int | None, now: datetime) -> None:
+        owner = self.rt.node
+        if error is None:
+            if await outbox.complete(session, task, owner=owner, now=now):
                 stats.sent += 1
                 await self._after_success(session, task, shipment_id, now)
-                return
-            message = _describe(error)
-            if isinstance(error, AuthExpired):
-                await outbox.retry_later(session, task, owner=owner, now=now, error=message)
-                await open_alert(session, "auth_expired", f"shop:{task.shop_id}",
-                                 f"{self.rt.shop_name(task.shop_id)}: {message}", now)
-                stats.retried += 1
-            elif isinstance(error, BadResponse) or (
-                    isinstance(error, ConnectorError) and error.retriable):
-                retry_after = error.retry_after if isinstance(error, RateLimited) else None
-                await outbox.retry_later(session, task, owner=owner, now=now, error=message,
-                                         retry_after=retry_after)
-                stats.retried += 1
-            else:
-                await outbox.fail(session, task, owner=owner, now=now, error=message)
-                stats.failed += 1
-                kind = "tracking_push_failed" if task.kind == "ship" else "push_failed"
-                await open_alert(session, kind, f"{task.kind}:{task.target}",
-                                 f"{self.rt.shop_name(task.shop_id)} refused {task.kind} for "
-                                 f"{task.target}: {message}", now)
-                if shipment_id is not None:
-                    await session.execute(update(Shipment).where(Shipment.id == shipment_id)
-                                          .values(push_state="failed", push_error=message))
-        log.info("outbox_outcome", kind=task.kind, target=task.target,
-                 shop=self.rt.shop_name(task.shop_id), error=_describe(error))
+            # else: our lease was taken over; the new owner finishes it
+            return
+        message = _describe(error)
+        if isinstance(error, AuthExpired):
+            await outbox.retry_later(session, task, owner=owner, now=now, error=message)
+            await open_alert(session, "auth_expired", f"shop:{task.shop_id}",
+                             f"{self.rt.shop_name(task.shop_id)}: {message}", now)
+            stats.retried += 1
+        elif isinstance(error, BadResponse) or (
+                isinstance(error, ConnectorError) and error.retriable):
+            retry_after = error.retry_after if isinstance(error, RateLimited) else None
+            await outbox.retry_later(session, task, owner=owner, now=now, error=message,
+                                     retry_after=retry_after)
+            stats.retried += 1
+        else:
+            await outbox.fail(session, task, owner=owner, now=now, error=message)
+            stats.failed += 1
+            kind = "tracking_push_failed" if task.kind == "ship" else "push_failed"
+            await open_alert(session, kind, f"{task.kind}:{task.target}",
+                             f"{self.rt.shop_name(task.shop_id)} refused {task.kind} for "
+                             f"{task.target}: {message}", now)
+            if shipment_id is not None:
+                await session.execute(update(Shipment).where(Shipment.id == shipment_id)
+                                      .values(push_state="failed", push_error=message))
 
     async def _after_success(self, session: AsyncSession, task: Claimed,
                              shipment_id: int | None, now: datetime) -> None:
