@@ -182,3 +182,38 @@ def test_random_sigkills_lose_nothing(setup) -> None:  # type: ignore[no-untyped
     # a crash-free run reserves min(ordered, on hand) of each SKU (every line is one unit)
     for code, (ordered, reserved) in asyncio.run(per_sku(db_url)).items():
         assert reserved == min(ordered, OPENING_STOCK[code]), code
+
+
+@pytest.mark.pg
+def test_three_daemons_share_one_postgresql(tmp_path: Path, pg_url: str) -> None:
+    """Three nodes on one database: every order once, one reservation per line, and after
+    one node is killed the other two take its leases over and finish the work."""
+    sandbox_port = free_port()
+    ports = [free_port() for _ in range(3)]
+    configs = [write_config(tmp_path, pg_url, sandbox_port, port, node=f"node{i}")
+               for i, port in enumerate(ports)]
+    sandboxes = start_sandboxes(configs[0], sandbox_port)
+    seed_database(configs[0])
+    rng = random.Random(3)
+    daemons = []
+    try:
+        placed = place(sandbox_port, rng, 30)
+        daemons = [start_daemon(config) for config in configs]
+        for daemon, port in zip(daemons, ports, strict=True):
+            wait_ready(port, daemon)
+        placed += place(sandbox_port, rng, 30)
+        time.sleep(1.0)  # let node0 hold claims and leases when it dies
+        stop(daemons[0], signal.SIGKILL)
+        placed += place(sandbox_port, rng, 20)
+        wait_for(lambda: converged(pg_url, sandbox_port, len(placed)), "convergence", 120)
+        for daemon in daemons[1:]:
+            assert stop(daemon) == 0
+    finally:
+        for daemon in daemons:
+            stop(daemon, signal.SIGKILL)
+        stop(sandboxes, signal.SIGKILL)
+    counts = asyncio.run(book(pg_url))
+    assert counts["orders"] == len(placed)
+    assert counts["reservations"] == counts["distinct_reserved_lines"]
+    for code, (ordered, reserved) in asyncio.run(per_sku(pg_url)).items():
+        assert reserved == min(ordered, OPENING_STOCK[code]), code
