@@ -31,7 +31,7 @@ from core.connector import CarrierTable, Connector, Limits, ShopContext
 from core.errors import BadResponse, NotFound, Rejected
 from core.http import HttpSession
 from core.money import fen_to_yuan
-from core.paging import page_count, split_window
+from core.paging import read_backwards, split_window
 from core.records import (
     Capability,
     LineStatus,
@@ -104,23 +104,12 @@ class JdConnector(Connector):
         backwards, it slides onto a page still to come.
         """
         size = self.limits.page_size
-        probe_total, probe_orders = await self._search_page(first, last, 1, size)
-        pages = page_count(probe_total, size)
-        if pages == 1:
-            for info in probe_orders:
-                yield mapped_or_unreadable(info, order_from_jd, "orderId")
-            return
-        grown = probe_total
-        for page in range(pages, 0, -1):
-            total, infos = await self._search_page(first, last, page, size)
-            for info in infos:
-                yield mapped_or_unreadable(info, order_from_jd, "orderId")
-            if page == 1:
-                grown = total
-        for page in range(pages + 1, page_count(grown, size) + 1):
-            _, infos = await self._search_page(first, last, page, size)
-            for info in infos:
-                yield mapped_or_unreadable(info, order_from_jd, "orderId")
+
+        async def fetch(page: int) -> tuple[int, list[dict[str, Any]]]:
+            return await self._search_page(first, last, page, size)
+
+        async for info in read_backwards(fetch, size):
+            yield mapped_or_unreadable(info, order_from_jd, "orderId")
 
     async def _search_page(self, first: datetime, last: datetime, page: int,
                            size: int) -> tuple[int, list[dict[str, Any]]]:

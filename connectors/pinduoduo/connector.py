@@ -37,7 +37,7 @@ from connectors.pinduoduo.sandbox import PinduoduoSandbox
 from core.connector import CarrierTable, Connector, Limits, ShopContext
 from core.errors import BadResponse, NotFound, Rejected
 from core.http import HttpSession
-from core.paging import page_count, split_window
+from core.paging import read_backwards, split_window
 from core.records import (
     Capability,
     LineStatus,
@@ -109,28 +109,14 @@ class PinduoduoConnector(Connector):
         size = self.limits.page_size
         base = {"start_updated_at": first, "end_updated_at": last, "is_lucky_flag": 0,
                 "order_status": 5, "refund_status": 5, "page_size": size}
-        probe = await self.client.call("pdd.order.number.list.increment.get",
-                                       {**base, "page": 1})
-        total = self._total(probe)
-        pages = page_count(total, size)
-        if pages == 1:
-            for order in probe.get("order_sn_list") or ():
-                yield mapped_or_unreadable(order, order_from_pdd, "order_sn")
-            return
-        grown = total
-        for page in range(pages, 0, -1):
+
+        async def fetch(page: int) -> tuple[int, list[dict[str, Any]]]:
             answer = await self.client.call("pdd.order.number.list.increment.get",
                                             {**base, "page": page})
-            for order in answer.get("order_sn_list") or ():
-                yield mapped_or_unreadable(order, order_from_pdd, "order_sn")
-            if page == 1:
-                grown = self._total(answer)
-        # orders that entered the window while we read sit after the old last page
-        for page in range(pages + 1, page_count(grown, size) + 1):
-            answer = await self.client.call("pdd.order.number.list.increment.get",
-                                            {**base, "page": page})
-            for order in answer.get("order_sn_list") or ():
-                yield mapped_or_unreadable(order, order_from_pdd, "order_sn")
+            return self._total(answer), list(answer.get("order_sn_list") or ())
+
+        async for order in read_backwards(fetch, size):
+            yield mapped_or_unreadable(order, order_from_pdd, "order_sn")
 
     @staticmethod
     def _total(answer: dict[str, Any]) -> int:
