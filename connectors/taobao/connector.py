@@ -33,7 +33,7 @@ from core.connector import CarrierTable, Connector, Limits, ShopContext
 from core.errors import BadResponse, ConnectorError, NotFound, Rejected
 from core.http import HttpSession
 from core.money import fen_to_yuan
-from core.paging import page_count, split_window
+from core.paging import page_count, read_backwards, split_window
 from core.records import (
     Capability,
     ListingDraft,
@@ -127,13 +127,13 @@ class TaobaoConnector(Connector):
         api = "taobao.trades.sold.increment.get"
         params = {"fields": "tid,modified", "start_modified": start, "end_modified": end,
                   "page_size": self.limits.page_size}
-        first = await self.client.call(api, {**params, "page_no": 1})
-        pages = page_count(int(first.get("total_results", 0)), self.limits.page_size)
-        for page_no in range(pages, 0, -1):
-            page = first if pages == 1 else await self.client.call(api, {**params,
-                                                                         "page_no": page_no})
-            for trade in unwrap_list(page, "trades", "trade"):
-                yield str(field(trade, "tid"))
+
+        async def fetch(page_no: int) -> tuple[int, list[dict[str, Any]]]:
+            page = await self.client.call(api, {**params, "page_no": page_no})
+            return int(page.get("total_results", 0)), list(unwrap_list(page, "trades", "trade"))
+
+        async for trade in read_backwards(fetch, self.limits.page_size):
+            yield str(field(trade, "tid"))
 
     async def get_order(self, platform_order_id: str) -> OrderRecord:
         return trade_to_order(await self._trade(platform_order_id))
