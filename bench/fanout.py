@@ -23,8 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from core.clock import ManualClock  # noqa: E402
 from core.sandbox import serve  # noqa: E402
-from core.simulate import PLATFORMS, SimulatedClock  # noqa: E402
+from core.simulate import PLATFORMS  # noqa: E402
 
 
 async def fanout(shops: int, repeat: int) -> dict[str, float]:
@@ -47,7 +48,7 @@ async def fanout(shops: int, repeat: int) -> dict[str, float]:
 
     configure(json=True, level=logging.ERROR, stream=open(os.devnull, "w"))  # noqa: SIM115, ASYNC230
     registry = Registry.discover()
-    clock = SimulatedClock()
+    clock = ManualClock()
     folder = Path(tempfile.mkdtemp(prefix="erpsync-fanout-"))
     (folder / "rules.toml").write_text((ROOT / "config" / "rules.toml").read_text())
     names = [f"{PLATFORMS[i % len(PLATFORMS)]}-{i + 1:02d}" for i in range(shops)]

@@ -227,7 +227,7 @@ async def run_cycle(rt: Runtime, summary: DemoSummary, rng: random.Random,
         summary.orders_updated += stats.updated
         summary.backordered += stats.backordered
     sent = await worker.drain(kinds=["stock"])
-    summary.stock_pushes += sent.sent
+    summary.stock_pushes += sent.calls_by_kind.get("stock", 0)
     summary.failed_pushes += sent.failed
     summary.shipped += await ship_ready(rt, rng)
     sent = await worker.drain()

@@ -376,7 +376,7 @@ class Simulation:
         self.spec = spec
         self.workdir = workdir
         self.database_url = database_url
-        self.clock = SimulatedClock(DAY_START - timedelta(hours=1))
+        self.clock = ManualClock(DAY_START - timedelta(hours=1))
         self.registry = Registry.discover()
         self.rng = random.Random(spec.seed)
         self.shop_names = [f"{PLATFORMS[i % len(PLATFORMS)]}-{i + 1:02d}"
@@ -907,19 +907,6 @@ class Simulation:
     # the lists the loop fills, set up here so __init__ stays about the scenario
     _pending: list[tuple[datetime, str, Sandbox, str]]
     _reserve_wall: list[float]
-
-
-class SimulatedClock(ManualClock):
-    """The ManualClock, with sleeps rounded up to whole milliseconds.
-
-    Why: `core.http.TokenBucket.acquire` sleeps `(1 - tokens) / rate` and loops until a
-    token is there. On a ManualClock the sleep advances `monotonic()` by exactly that much,
-    and float rounding can leave the bucket at 0.9999999999999999 tokens, asking for a sleep
-    so small that adding it to `monotonic()` changes nothing: the loop never ends (seen at
-    5 req/s with a burst of 5). A real clock always moves on; a simulated one must too."""
-
-    async def sleep(self, seconds: float) -> None:
-        await super().sleep(math.ceil(max(seconds, 0.0) * 1000) / 1000 or 0.001)
 
 
 class LateApp:
