@@ -73,6 +73,9 @@ class ShopConfig:
     promo_mode: bool
     enabled: bool
     options: Mapping[str, Any]
+    # how long the platform may take to commit an order's modified time (None: the
+    # connector's `limits.modified_lag`); pulls stop this far before now
+    modified_lag: timedelta | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,7 +274,7 @@ def _inventory(reader: _Reader, table: Mapping[str, Any]) -> InventoryConfig:
 
 _SHOP_KEYS = {"name", "platform", "sandbox", "base_url", "credentials", "extra_credentials",
               "sync_ratio", "safety_stock", "max_listed", "zero_below", "intervals",
-              "promo_mode", "enabled", "options"}
+              "promo_mode", "enabled", "options", "modified_lag"}
 
 
 def _shop(reader: _Reader, entry: Mapping[str, Any], where: str, platforms: set[str] | None,
@@ -323,4 +326,6 @@ def _shop(reader: _Reader, entry: Mapping[str, Any], where: str, platforms: set[
                              zero_below=zero_below),
         intervals=intervals, promo_mode=reader.get(entry, "promo_mode", where, bool, False),
         enabled=reader.get(entry, "enabled", where, bool, True),
-        options=reader.get(entry, "options", where, dict, {}))
+        options=reader.get(entry, "options", where, dict, {}),
+        modified_lag=reader.duration(entry, "modified_lag", where, timedelta(0))
+        if "modified_lag" in entry else None)

@@ -148,6 +148,27 @@ class Connector(ABC):
         """Set absolute quantities; at most `limits.max_batch` per call."""
         raise NotImplementedError
 
+    async def current_stock(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """The platform's quantity now for (item id, sku id) keys; keys it does not know are
+        left out. Used to ask whether a send cut short by a crash landed, so it is rare: the
+        default reads the listings (LIST_LISTINGS) until every key was seen; a connector with
+        a cheaper per-item read may override it."""
+        wanted = set(keys)
+        found: dict[tuple[str, str], int] = {}
+        listings = self.iter_listings()
+        try:
+            async for record in listings:
+                key = (record.platform_item_id, record.platform_sku_id)
+                if key in wanted:
+                    found[key] = record.quantity
+                    if len(found) == len(wanted):
+                        break
+        finally:
+            close = getattr(listings, "aclose", None)
+            if close is not None:
+                await close()
+        return found
+
     async def set_price(self, updates: Sequence[PriceUpdate]) -> list[UpdateOutcome]:
         raise NotImplementedError
 

@@ -5,16 +5,21 @@
   platforms' "ban will last N seconds"; retries re-sign each attempt (fresh timestamps);
 - a token bucket per (platform, app key, shop);
 - one token refresh on AuthExpired, then one retry;
-- request/response logging without secrets.
+- request/response logging without secrets;
+- every request made for a piece of work (an outbox task at a version, a pull window) carries
+  `X-Erpsync-Work: <node> <work>`: platforms ignore it; proxies and the sandboxes log it, so
+  "was version 7 of task 42 sent twice, and by which node?" has an answer outside our database.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -40,6 +45,18 @@ from core.logs import get_logger
 from core.secrets import redact_mapping
 
 log = get_logger("erpsync.http")
+WORK_HEADER = "X-Erpsync-Work"
+_work: ContextVar[str] = ContextVar("erpsync_work", default="")
+
+
+@contextlib.contextmanager
+def working_on(node: str, work: str) -> Iterator[None]:
+    """Tag every platform request made inside the block with `node` and `work`."""
+    token = _work.set(f"{node} {work}")
+    try:
+        yield
+    finally:
+        _work.reset(token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +235,8 @@ class PlatformClient(ABC):
         if self._bucket is not None:
             await self._bucket.acquire()
         request = self.build_request(api, params, token)
+        if work := _work.get():
+            request.headers[WORK_HEADER] = work
         started = time.perf_counter()
         self.session.calls += 1
         try:

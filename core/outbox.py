@@ -6,9 +6,13 @@ Guarantees:
 * one row per (kind, dedup key): a newer value rewrites the row with a higher version, so
   only the newest is sent (stock 5, then 4, then 3 while the platform was down: one call, 3);
 * never sent twice for the same version: a claim takes a lease (FOR UPDATE SKIP LOCKED on
-  PostgreSQL, so several daemons share the work), finishing requires still owning it, and
+  PostgreSQL, so several daemons share the work), the sender renews it right before each
+  call and drops what it no longer owns (`renew`), finishing requires still owning it, and
   the row goes back to pending when its version moved on during the send;
-* a row left "sending" by a dead process is reclaimed when its lease expires;
+* a row left "sending" by a dead process is reclaimed when its lease expires, marked
+  `reclaimed`: its send may have landed before the process died, so the sender first asks
+  the platform whether it holds the value already (then it is done) and otherwise waits
+  for the shop's orders to be pulled up to then before sending (core.senders);
 * permanent refusals stop in a visible `failed` state with the platform's message.
 """
 
@@ -61,6 +65,8 @@ class Claimed:
     payload: Mapping[str, Any]
     version: int
     attempts: int
+    # taken over from a sender whose lease ran out: its last send may have landed
+    reclaimed: bool = False
 
 
 async def claim(session: AsyncSession, *, owner: str, now: datetime, lease: timedelta,
@@ -85,8 +91,25 @@ async def claim(session: AsyncSession, *, owner: str, now: datetime, lease: time
         update(OutboxTask).where(OutboxTask.id.in_([r.id for r in rows]))
         .values(state="sending", lease_owner=owner, lease_expires_at=now + lease, updated_at=now)
         .execution_options(synchronize_session=False))
-    return [Claimed(r.id, r.kind, r.shop_id, r.target, dict(r.payload), r.version, r.attempts)
+    return [Claimed(r.id, r.kind, r.shop_id, r.target, dict(r.payload), r.version, r.attempts,
+                    reclaimed=r.state == "sending")
             for r in rows]
+
+
+async def renew(session: AsyncSession, tasks: Sequence[Claimed], *, owner: str, now: datetime,
+                lease: timedelta) -> set[int]:
+    """Extend our leases right before a send; returns the ids still ours. A task whose lease
+    ran out and was claimed by another node must not be sent by us as well."""
+    if not tasks:
+        return set()
+    result = await session.execute(
+        update(OutboxTask)
+        .where(OutboxTask.id.in_([t.id for t in tasks]), OutboxTask.lease_owner == owner,
+               OutboxTask.state == "sending")
+        .values(lease_expires_at=now + lease)
+        .returning(OutboxTask.id)
+        .execution_options(synchronize_session=False))
+    return set(result.scalars().all())
 
 
 async def complete(session: AsyncSession, task: Claimed, *, owner: str, now: datetime) -> bool:
@@ -128,6 +151,15 @@ async def defer(session: AsyncSession, task: Claimed, *, owner: str, now: dateti
         .where(OutboxTask.id == task.id, OutboxTask.lease_owner == owner)
         .values(state="pending", last_error=reason, next_attempt_at=now + delay,
                 lease_owner="", lease_expires_at=None, updated_at=now)
+        .execution_options(synchronize_session=False))
+
+
+async def mark(session: AsyncSession, task: Claimed, extra: Mapping[str, Any]) -> None:
+    """Add keys to the payload of the version being sent; a newer version (written
+    meanwhile, with its own payload) is left as it is."""
+    await session.execute(
+        update(OutboxTask).where(OutboxTask.id == task.id, OutboxTask.version == task.version)
+        .values(payload={**task.payload, **extra})
         .execution_options(synchronize_session=False))
 
 

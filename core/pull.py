@@ -24,8 +24,10 @@ left where it is (the gap would otherwise never be read), and only windows that 
 or before the cursor move it.
 
 A lease per (shop, stream) keeps two nodes from pulling the same shop at once; it is renewed
-with every committed batch, and a node that finds it lost stops (another node has taken
-over, and re-reading is harmless anyway). A node killed while holding it blocks the shop
+with every committed batch and, before a page is read, whenever a third of it has passed, and
+a node that finds it lost stops before its next call (another node has taken over). So a
+window is never read by two nodes at once as long as one page read is shorter than two
+thirds of `daemon.lease`. A node killed while holding it blocks the shop
 only until the lease expires (`daemon.lease`).
 
 One order that does not map arrives as `UnreadableOrder`: it is quarantined with an alert in
@@ -46,6 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core import leases
 from core.db import insert_for, transaction
 from core.errors import BadResponse, ErpsyncError
+from core.http import working_on
 from core.logs import get_logger
 from core.model import SyncCursor
 from core.orders import IngestResult, retried_transaction
@@ -107,7 +110,9 @@ async def plan_pull(rt: Runtime, shop: str, *, since: datetime | None = None,
                     until: datetime | None = None) -> PullPlan:
     connector = rt.connector(shop)
     now = rt.now()
-    end = until if until is not None else now - connector.limits.modified_lag
+    lag = rt.shop_config(shop).modified_lag
+    end = until if until is not None else now - (
+        connector.limits.modified_lag if lag is None else lag)
     cursor = await cursor_position(rt, shop)
     if since is not None:
         start = since
@@ -169,8 +174,10 @@ async def _pull_window(rt: Runtime, shop: str, shop_id: int, start: datetime, en
     count = 0
     iterator = connector.iter_orders(start, end).__aiter__()
     while True:
+        await lease.keep()
         try:
-            item = await iterator.__anext__()
+            with working_on(rt.node, f"pull {shop} {start.isoformat()}/{end.isoformat()}"):
+                item = await iterator.__anext__()
         except StopAsyncIteration:
             break
         except BadResponse as exc:
@@ -240,15 +247,25 @@ class _Lease:
     def __init__(self, rt: Runtime, name: str) -> None:
         self.rt = rt
         self.name = name
+        self.ttl = rt.config.daemon.lease
+        self.renewed_at = rt.now()
 
     async def acquire(self) -> bool:
+        self.renewed_at = self.rt.now()
         async with transaction(self.rt.sessions) as session:
-            return await leases.acquire(session, self.name, self.rt.node, self.rt.now(),
-                                        self.rt.config.daemon.lease)
+            return await leases.acquire(session, self.name, self.rt.node, self.renewed_at,
+                                        self.ttl)
 
     async def renew(self, session: AsyncSession) -> None:
-        if not await leases.renew(session, self.name, self.rt.node, self.rt.now(),
-                                  self.rt.config.daemon.lease):
+        now = self.rt.now()
+        if not await leases.renew(session, self.name, self.rt.node, now, self.ttl):
             log.warning("pull lease lost", lease=self.name, node=self.rt.node)
             raise LeaseLost(f"{self.name}: the lease expired and another node took it over")
+        self.renewed_at = now
+
+    async def keep(self) -> None:
+        """Before a page is read: renew once a third of the lease has passed."""
+        if self.rt.now() - self.renewed_at >= self.ttl / 3:
+            async with transaction(self.rt.sessions) as session:
+                await self.renew(session)
 

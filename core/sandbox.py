@@ -30,6 +30,7 @@ from urllib.parse import parse_qsl
 import httpx
 
 from core.clock import Clock, SystemClock
+from core.http import WORK_HEADER
 
 
 class Fault(enum.StrEnum):
@@ -542,7 +543,16 @@ class Sandbox(ABC):
                     for o in self.orders.values()},
                 "calls": len(self.requests)})
 
+        async def calls(_request: Request) -> JSONResponse:
+            # the platform's view of who asked for what: every API call with the node and
+            # work it was made for (X-Erpsync-Work), for checks across processes
+            return JSONResponse([
+                {"api": r.api, "at": r.at.isoformat(), "status": r.status,
+                 "work": r.request.headers.get(WORK_HEADER.lower(), "")}
+                for r in self.requests])
+
         return [Route("/_sandbox/orders", orders, methods=["POST"]),
+                Route("/_sandbox/calls", calls, methods=["GET"]),
                 Route("/_sandbox/orders/{order_id}/{action}", change, methods=["POST"]),
                 Route("/_sandbox/faults", faults, methods=["POST"]),
                 Route("/_sandbox/state", state, methods=["GET"])]

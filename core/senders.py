@@ -4,6 +4,7 @@ Stock tasks of one shop are sent together through the platform's batch method (c
 its batch limit). A task's outcome decides its next state:
 
     success / "already shipped" with our waybill  → done (or pending if a newer version waits)
+    reclaimed, and the platform already holds it  → done without sending again
     RateLimited, Transient, BadResponse, timeout   → retried later with backoff
     AuthExpired (after the one refresh)            → retried later, `auth_expired` alert
     Rejected, NotFound, UnmappedCarrier            → failed, visible, alerted
@@ -12,9 +13,10 @@ its batch limit). A task's outcome decides its next state:
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
@@ -33,19 +35,25 @@ from core.errors import (
     RateLimited,
     Rejected,
 )
+from core.http import working_on
 from core.logs import get_logger
 from core.model import Listing, Order, OutboxTask, Shipment
 from core.outbox import Claimed
+from core.pull import cursor_position
 from core.records import ShipRequest, StockUpdate
 from core.runtime import Runtime
 
 log = get_logger("erpsync.outbox")
+# a reclaimed stock task waits at most this long for its shop's orders to be pulled
+PULL_WAIT_LIMIT = timedelta(minutes=10)
 
 
 @dataclass(slots=True)
 class SendStats:
     claimed: int = 0
     sent: int = 0
+    # reclaimed tasks whose value the platform already held: completed without a send
+    confirmed: int = 0
     retried: int = 0
     failed: int = 0
     calls_by_kind: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -95,8 +103,12 @@ class OutboxWorker:
             from core.listing_senders import send
 
             for task in tasks:
+                if not await self._still_ours([task]):
+                    continue
                 stats.calls_by_kind[kind] += 1
-                await self._outcome(task, await send(self.rt, connector, task), stats)
+                with working_on(self.rt.node, _work([task])):
+                    outcome = await send(self.rt, connector, task)
+                await self._outcome(task, outcome, stats)
         else:
             for task in tasks:
                 await self._outcome(task, Rejected(f"unknown outbox kind {kind!r}"), stats)
@@ -140,26 +152,98 @@ class OutboxWorker:
         async with self.rt.sessions() as session:
             listings = {row.id: row for row in (await session.scalars(
                 select(Listing).where(Listing.id.in_(listing_ids)))).all()}
-        by_key = {}
-        updates = []
+        updates = {}
         for task in tasks:
             listing = listings[int(task.payload["listing_id"])]
-            update_ = StockUpdate(listing.platform_item_id, listing.platform_sku_id,
-                                  int(task.payload["quantity"]))
-            by_key[(update_.platform_item_id, update_.platform_sku_id)] = task
-            updates.append(update_)
+            updates[task.id] = StockUpdate(listing.platform_item_id, listing.platform_sku_id,
+                                           int(task.payload["quantity"]))
+        tasks = await self._not_yet_landed(connector, tasks, updates, stats)
         size = max(1, connector.limits.max_batch)
-        for start in range(0, len(updates), size):
-            chunk = updates[start:start + size]
+        for start in range(0, len(tasks), size):
+            chunk = await self._still_ours(tasks[start:start + size])
+            if not chunk:
+                continue
+            by_key = {(updates[t.id].platform_item_id, updates[t.id].platform_sku_id): t
+                      for t in chunk}
             stats.calls_by_kind["stock"] += 1
             try:
-                outcomes = await connector.set_stock(chunk)
+                with working_on(self.rt.node, _work(chunk)):
+                    outcomes = await connector.set_stock([updates[t.id] for t in chunk])
             except ErpsyncError as exc:
-                await self._outcomes([(by_key[(item.platform_item_id, item.platform_sku_id)],
-                                       exc) for item in chunk], stats)
+                await self._outcomes([(task, exc) for task in chunk], stats)
                 continue
             await self._outcomes([(by_key[(o.platform_item_id, o.platform_sku_id)], o.error)
                                   for o in outcomes], stats)
+
+    async def _not_yet_landed(self, connector: Connector, tasks: list[Claimed],
+                              updates: dict[int, StockUpdate], stats: SendStats) -> list[Claimed]:
+        """Screen reclaimed stock tasks, whose dead sender may have landed them.
+
+        The platform shows our quantity: it landed; done, not sent again. It shows another:
+        either the call never landed, or it did and buyers have bought since — sending the
+        same quantity again would then overwrite those sales. So the task waits until the
+        shop's orders are pulled up to this moment (`after_pull`): the sales, if any, queue
+        a newer version, which is what gets sent; with no newer version the old one is sent.
+        A platform we cannot ask (no listing read) gets the send at once."""
+        reclaimed = [t for t in tasks if t.reclaimed]
+        if reclaimed:
+            keys = {t.id: (updates[t.id].platform_item_id, updates[t.id].platform_sku_id)
+                    for t in reclaimed}
+            try:
+                with working_on(self.rt.node, "check " + _work(reclaimed)):
+                    held = await connector.current_stock(list(keys.values()))
+            except NotImplementedError:
+                held = None
+            except ErpsyncError as exc:
+                log.warning("reclaim check failed; sending", shop=connector.shop.name,
+                            error=_describe(exc))
+                held = None
+            if held is not None:
+                landed = [t for t in reclaimed if held.get(keys[t.id]) == updates[t.id].quantity]
+                if landed:
+                    await self._outcomes([(t, None) for t in landed], stats, confirmed=True)
+                now = self.rt.now()
+                async with transaction(self.rt.sessions) as session:
+                    for task in reclaimed:
+                        if task not in landed:
+                            await outbox.mark(session, task, {"after_pull": now.isoformat()})
+                tasks = [replace(t, payload={**t.payload, "after_pull": now.isoformat()})
+                         if t.reclaimed and t not in landed else t
+                         for t in tasks if t not in landed]
+        return await self._after_pull(connector.shop.name, tasks)
+
+    async def _after_pull(self, shop: str, tasks: list[Claimed]) -> list[Claimed]:
+        """Hold tasks marked `after_pull` until the shop's order cursor has passed the mark
+        (or `PULL_WAIT_LIMIT` has, for a shop whose pulls do not run)."""
+        marked = [t for t in tasks if "after_pull" in t.payload]
+        if not marked:
+            return tasks
+        cursor = await cursor_position(self.rt, shop)
+        now = self.rt.now()
+        held = []
+        for task in marked:
+            mark = datetime.fromisoformat(str(task.payload["after_pull"]))
+            if (cursor is None or cursor < mark) and now - mark < PULL_WAIT_LIMIT:
+                held.append(task)
+        if held:
+            delay = self.rt.shop_config(shop).intervals.orders
+            async with transaction(self.rt.sessions) as session:
+                for task in held:
+                    await outbox.defer(session, task, owner=self.rt.node, now=now, delay=delay,
+                                       reason="reclaimed: the platform shows another quantity; "
+                                              "waiting for the orders pulled up to then")
+        return [t for t in tasks if t not in held]
+
+    async def _still_ours(self, tasks: list[Claimed]) -> list[Claimed]:
+        """Renew the leases right before a call; a task another node took over is its now."""
+        async with transaction(self.rt.sessions) as session:
+            ours = await outbox.renew(session, tasks, owner=self.rt.node, now=self.rt.now(),
+                                      lease=self.rt.config.daemon.lease)
+        for task in tasks:
+            if task.id not in ours:
+                log.warning("outbox lease lost before sending", kind=task.kind,
+                            target=task.target, node=self.rt.node)
+        return [t for t in tasks if t.id in ours]
 
     async def _send_ship(self, connector: Connector, task: Claimed, stats: SendStats) -> None:
         async with self.rt.sessions() as session:
@@ -175,10 +259,16 @@ class OutboxWorker:
                 tracking_number=shipment.tracking_number,
                 line_ids=tuple(lines[i].platform_line_id for i in shipment.line_ids)
                 if partial else ())
+        if task.reclaimed and await self._holds_waybill(connector, task, request):
+            await self._outcomes([(task, None)], stats, shipment_id=shipment.id, confirmed=True)
+            return
+        if not await self._still_ours([task]):
+            return
         stats.calls_by_kind["ship"] += 1
         error: Exception | None = None
         try:
-            await connector.ship(request)
+            with working_on(self.rt.node, _work([task])):
+                await connector.ship(request)
         except Rejected as exc:
             error = exc
             if exc.reason == "already_shipped":
@@ -194,27 +284,44 @@ class OutboxWorker:
             error = exc
         await self._outcome(task, error, stats, shipment_id=shipment.id)
 
+    async def _holds_waybill(self, connector: Connector, task: Claimed,
+                             request: ShipRequest) -> bool:
+        """A reclaimed ship task: did the dead sender's call land?"""
+        try:
+            with working_on(self.rt.node, "check " + _work([task])):
+                held = await connector.get_order(request.platform_order_id)
+        except ErpsyncError as exc:
+            log.warning("reclaim check failed; sending", shop=connector.shop.name,
+                        error=_describe(exc))
+            return False
+        return request.tracking_number in held.tracking_numbers
+
     async def _outcome(self, task: Claimed, error: Exception | None, stats: SendStats, *,
                        shipment_id: int | None = None) -> None:
         await self._outcomes([(task, error)], stats, shipment_id=shipment_id)
 
     async def _outcomes(self, results: list[tuple[Claimed, Exception | None]],
-                        stats: SendStats, *, shipment_id: int | None = None) -> None:
+                        stats: SendStats, *, shipment_id: int | None = None,
+                        confirmed: bool = False) -> None:
         """Record the outcomes of one batch call in one transaction."""
         now = self.rt.now()
         async with transaction(self.rt.sessions) as session:
             for task, error in results:
-                await self._record(session, task, error, stats, shipment_id, now)
+                await self._record(session, task, error, stats, shipment_id, now, confirmed)
         for task, error in results:
             log.info("outbox_outcome", kind=task.kind, target=task.target,
                      shop=self.rt.shop_name(task.shop_id), error=_describe(error))
 
     async def _record(self, session: AsyncSession, task: Claimed, error: Exception | None,
-                      stats: SendStats, shipment_id: int | None, now: datetime) -> None:
+                      stats: SendStats, shipment_id: int | None, now: datetime,
+                      confirmed: bool) -> None:
         owner = self.rt.node
         if error is None:
             if await outbox.complete(session, task, owner=owner, now=now):
-                stats.sent += 1
+                if confirmed:
+                    stats.confirmed += 1
+                else:
+                    stats.sent += 1
                 await self._after_success(session, task, shipment_id, now)
             # else: our lease was taken over; the new owner finishes it
             return
@@ -255,6 +362,16 @@ class OutboxWorker:
             await resolve_alert(session, "tracking_push_late", f"shipment:{shipment_id}", now)
         await resolve_alert(session, "push_failed" if task.kind != "ship"
                             else "tracking_push_failed", f"{task.kind}:{task.target}", now)
+
+
+_sends = itertools.count(1)
+
+
+def _work(tasks: Sequence[Claimed]) -> str:
+    """What a send is for, as the platform's side sees it: `outbox#7 12@3,15@1` — the send's
+    number in this process (a connector may split one send into several calls), then the
+    tasks at their versions."""
+    return f"outbox#{next(_sends)} " + ",".join(f"{t.id}@{t.version}" for t in tasks)
 
 
 def _describe(error: Exception | None) -> str:

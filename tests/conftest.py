@@ -165,3 +165,34 @@ def seed_pool() -> Callable[..., Any]:
         return ids
 
     return seed
+
+
+@pytest.fixture
+def sell_and_ship(clock: ManualClock) -> Callable[..., Any]:
+    """`await sell_and_ship(rt, "shop", sandbox, "CODE", "75123456789013")`: a buyer orders
+    one unit, the order is pulled, the warehouse ships it (the ship push is queued, not
+    sent). Returns the platform order id."""
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from core.db import transaction
+    from core.logistics import ship
+    from core.model import Order
+    from core.pull import pull_orders
+
+    async def go(rt: Runtime, shop: str, sandbox: Sandbox, code: str, waybill: str) -> str:
+        placed = sandbox.place_order([(code, 1)])
+        clock.advance(timedelta(minutes=5))
+        await pull_orders(rt, shop, since=clock.now() - timedelta(hours=1))
+        async with rt.sessions() as session:
+            order_id = await session.scalar(select(Order.id).where(
+                Order.shop_id == rt.shop_ids[shop], Order.platform_order_id == placed.order_id))
+        assert order_id is not None
+        async with transaction(rt.sessions) as session:
+            await ship(session, order_id=order_id, carrier="ZTO", tracking_number=waybill,
+                       carriers=rt.connector(shop).carrier_table(), pool=rt.pool,
+                       publisher=rt.publisher, now=rt.now())
+        return placed.order_id
+
+    return go

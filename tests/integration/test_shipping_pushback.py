@@ -4,7 +4,6 @@ retry hears "already shipped", finds our waybill there, and counts it done)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -13,10 +12,7 @@ from sqlalchemy import select
 from connectors.douyin.sandbox import DouyinSandbox
 from connectors.jd.sandbox import JdSandbox
 from core.clock import ManualClock
-from core.db import transaction
-from core.logistics import ship
-from core.model import Alert, Order, OutboxTask, Shipment
-from core.pull import pull_orders
+from core.model import Alert, OutboxTask, Shipment
 from core.sandbox import Fault, Sandbox
 from core.senders import OutboxWorker
 
@@ -27,28 +23,18 @@ PLATFORMS = {"douyin": (DouyinSandbox, "order.logisticsAdd"),
 @pytest.mark.parametrize("platform", sorted(PLATFORMS))
 async def test_a_timed_out_push_that_landed_counts_once(
         db_url: str, clock: ManualClock, make_runtime: Any, seed_pool: Any,
-        platform: str) -> None:
+        sell_and_ship: Any, platform: str) -> None:
     sandbox_class, ship_api = PLATFORMS[platform]
     sandbox: Sandbox = sandbox_class(clock=clock)
     sandbox.add_item("马克杯", "MUG", 3900, skus=[("MUG", 50, 3900)])
     rt = await make_runtime(db_url, {"shop": sandbox})
     await seed_pool(rt, {"MUG": 10})
-    placed = sandbox.place_order([("MUG", 1)])
-    clock.advance(timedelta(minutes=5))
-    await pull_orders(rt, "shop", since=clock.now() - timedelta(hours=1))
-    async with rt.sessions() as session:
-        order_id = await session.scalar(select(Order.id).where(
-            Order.platform_order_id == placed.order_id))
-    assert order_id is not None
-    async with transaction(rt.sessions) as session:
-        await ship(session, order_id=order_id, carrier="ZTO", tracking_number="75123456789013",
-                   carriers=rt.connector("shop").carrier_table(), pool=rt.pool,
-                   publisher=rt.publisher, now=rt.now())
+    order_id = await sell_and_ship(rt, "shop", sandbox, "MUG", "75123456789013")
     sandbox.faults.inject(Fault.TIMEOUT_AFTER_APPLY, api=ship_api)
     await OutboxWorker(rt).drain(kinds=["ship"])
 
     assert (Fault.TIMEOUT_AFTER_APPLY, ship_api) in sandbox.faults.injected
-    landed = sandbox.shipments_of(placed.order_id)
+    landed = sandbox.shipments_of(order_id)
     assert [s.tracking_number for s in landed] == ["75123456789013"]
     assert sum(1 for r in sandbox.requests if r.api == ship_api) == 2  # the retry was sent
     async with rt.sessions() as session:
