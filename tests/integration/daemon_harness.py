@@ -37,6 +37,8 @@ def write_config(folder: Path, db_url: str, sandbox_port: int, http_port: int,
     for shop in SHOPS:
         text.append(f'[[shops]]\nname = "{shop}"\nplatform = "{PLATFORMS[shop]}"\nsandbox = true\n'
                     f'base_url = "http://127.0.0.1:{sandbox_port}/{shop}"\n'
+                    # sandboxes commit at once: orders are pulled a second after they arrive
+                    'modified_lag = "1s"\n'
                     'intervals = { orders = "1s", outbox = "1s", reconcile = "1h" }\n')
     path = folder / (f"erpsync-{node}.toml" if node else "erpsync.toml")
     path.write_text("\n".join(text))
@@ -127,3 +129,84 @@ def stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM,
     finally:
         if process.stdout:
             process.stdout.close()
+
+
+def sandbox_calls(port: int) -> dict[str, list[dict[str, Any]]]:
+    """Every API call each shop's sandbox answered, with the node and work it was made for."""
+    return {shop: _get(f"http://127.0.0.1:{port}/{shop}/_sandbox/calls") for shop in SHOPS}
+
+
+def sent_twice(calls: dict[str, list[dict[str, Any]]]) -> dict[str, set[str]]:
+    """Outbox task versions that went out in more than one send (`node outbox#n id@v,...`;
+    one send may take several calls, a version must appear in one send only)."""
+    sends: dict[str, set[str]] = {}
+    for shop_calls in calls.values():
+        for call in shop_calls:
+            node, _, work = call["work"].partition(" ")
+            kind, _, items = work.partition(" ")
+            if not kind.startswith("outbox#"):
+                continue
+            for item in items.split(","):
+                sends.setdefault(item, set()).add(f"{node} {kind}")
+    return {item: where for item, where in sends.items() if len(where) > 1}
+
+
+def concurrent_pulls(calls: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Pull windows of one shop read by two nodes at overlapping times."""
+    found = []
+    for shop, shop_calls in calls.items():
+        spans: dict[tuple[str, str], list[str]] = {}
+        for call in shop_calls:
+            node, _, work = call["work"].partition(" ")
+            if work.startswith("pull "):
+                span = spans.setdefault((node, work), [call["at"], call["at"]])
+                span[0], span[1] = min(span[0], call["at"]), max(span[1], call["at"])
+        ordered = sorted(spans.items(), key=lambda entry: entry[1][0])
+        for i, ((node_a, window_a), (start_a, end_a)) in enumerate(ordered):
+            for (node_b, window_b), (start_b, _end_b) in ordered[i + 1:]:
+                if start_b > end_a:
+                    break
+                if node_b != node_a:
+                    found.append(f"{shop}: {node_a} {window_a} [{start_a}..{end_a}] and "
+                                 f"{node_b} {window_b} from {start_b}")
+    return found
+
+
+def ship_some(config: Path, count: int, first_waybill: int) -> list[tuple[str, str, str]]:
+    """What the warehouse does while the daemon runs: ship up to `count` orders that wait,
+    through the same path as `erpsync ship --queue-only`. Returns (shop, order, waybill)."""
+    from sqlalchemy import select
+
+    from core.config import load
+    from core.db import transaction
+    from core.logistics import SHIPPABLE, ShippingError, ship
+    from core.model import Order
+    from core.runtime import Runtime
+
+    async def go() -> list[tuple[str, str, str]]:
+        rt = Runtime(load(config, check_env=False))
+        shipped: list[tuple[str, str, str]] = []
+        try:
+            await rt.sync_shops()
+            async with rt.sessions() as session:
+                waiting = (await session.execute(
+                    select(Order.id, Order.shop_id, Order.platform_order_id)
+                    .where(Order.status.in_([str(s) for s in SHIPPABLE]),
+                           Order.backorder.is_(False)).order_by(Order.id))).all()
+            for order_id, shop_id, platform_order_id in waiting[:count]:
+                waybill = f"75{first_waybill + len(shipped):012d}"
+                shop = rt.shop_name(shop_id)
+                try:
+                    async with transaction(rt.sessions) as session:
+                        await ship(session, order_id=order_id, carrier="ZTO",
+                                   tracking_number=waybill,
+                                   carriers=rt.connector(shop).carrier_table(), pool=rt.pool,
+                                   publisher=rt.publisher, now=rt.now())
+                except ShippingError:
+                    continue
+                shipped.append((shop, platform_order_id, waybill))
+        finally:
+            await rt.close()
+        return shipped
+
+    return asyncio.run(go())

@@ -2,9 +2,12 @@
 
 - SIGTERM during a busy cycle exits 0 within the bound, and a restart loses nothing;
 - a second daemon on the same SQLite file is refused with a clear message;
-- killed with SIGKILL at random moments (20 times) while orders keep arriving, the daemon
-  still ends with every order once, stock identical to a crash-free run, every shop showing
-  what it should."""
+- killed with SIGKILL at random moments (20 times) while orders keep arriving and the
+  warehouse ships, the daemon still ends with every order once, stock identical to a
+  crash-free run, every shop showing what it should, every tracking number on its order
+  once, and no outbox version sent twice (the sandboxes log which send each call was for);
+- three daemons on one PostgreSQL share the work: no version sent twice, no shop's orders
+  read by two nodes at once, and a killed node's work finished by the others."""
 
 from __future__ import annotations
 
@@ -12,15 +15,20 @@ import asyncio
 import random
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from daemon_harness import (  # type: ignore[import-not-found]
     SHOPS,
+    concurrent_pulls,
     free_port,
     post,
+    sandbox_calls,
     sandbox_state,
     seed_database,
+    sent_twice,
+    ship_some,
     start_daemon,
     start_sandboxes,
     stop,
@@ -33,7 +41,7 @@ from sqlalchemy import func, select
 from core.config import load
 from core.db import create_engine, session_factory
 from core.demo import OPENING_STOCK
-from core.model import Order, OrderLine, Reservation, StockLevel
+from core.model import Order, OrderLine, Reservation, Shipment, StockLevel
 
 pytestmark = pytest.mark.slow
 CODES = ("TEE-001-M", "MUG-002", "SOCK-004-BLK", "SOCK-004-WHT")
@@ -60,6 +68,8 @@ async def book(db_url: str) -> dict[str, int]:
             "reservations": await session.scalar(select(func.count()).select_from(Reservation)),
             "distinct_reserved_lines": await session.scalar(
                 select(func.count(func.distinct(Reservation.order_line_id)))),
+            "unpushed_shipments": await session.scalar(
+                select(func.count()).select_from(Shipment).where(Shipment.push_state != "pushed")),
         }
         levels = (await session.execute(select(StockLevel.sku_id, StockLevel.on_hand,
                                                StockLevel.reserved))).all()
@@ -96,7 +106,7 @@ def setup(tmp_path: Path, db_url: str):  # type: ignore[no-untyped-def]
 
 def converged(db_url: str, sandbox_port: int, placed: int) -> bool:
     counts = asyncio.run(book(db_url))
-    if counts["orders"] < placed:
+    if counts["orders"] < placed or counts["unpushed_shipments"]:
         return False
     # every shop shows the pool's available quantity for each SKU (sync ratio 1)
     state = sandbox_state(sandbox_port)
@@ -164,11 +174,13 @@ def test_random_sigkills_lose_nothing(setup) -> None:  # type: ignore[no-untyped
     config, sandbox_port, http_port, db_url = setup
     rng = random.Random(7)
     placed: list[str] = []
+    shipped: list[tuple[str, str, str]] = []
     for _ in range(20):
         daemon = start_daemon(config)
         placed += place(sandbox_port, rng, 4)
         wait_ready(http_port, daemon)
         placed += place(sandbox_port, rng, 4)
+        shipped += ship_some(config, rng.randint(0, 2), first_waybill=len(shipped) + 1)
         time.sleep(rng.uniform(0.0, 1.5))  # kill at a random moment of its work
         stop(daemon, signal.SIGKILL)
     final = start_daemon(config)
@@ -178,16 +190,32 @@ def test_random_sigkills_lose_nothing(setup) -> None:  # type: ignore[no-untyped
     counts = asyncio.run(book(db_url))
     assert counts["orders"] == len(placed)  # none lost, none twice
     assert counts["reservations"] == counts["distinct_reserved_lines"]  # none reserved twice
-    assert counts["on_hand"] == sum(OPENING_STOCK.values())  # nothing shipped, nothing lost
+    state = sandbox_state(sandbox_port)
+    shipped_units = Counter(state[shop]["orders"][order]["lines"][0][0]
+                            for shop, order, _ in shipped)
+    assert counts["on_hand"] == sum(OPENING_STOCK.values()) - len(shipped)  # one unit each
     # a crash-free run reserves min(ordered, on hand) of each SKU (every line is one unit)
+    # and ships from what was reserved
     for code, (ordered, reserved) in asyncio.run(per_sku(db_url)).items():
-        assert reserved == min(ordered, OPENING_STOCK[code]), code
+        assert reserved + shipped_units[code] == min(ordered, OPENING_STOCK[code]), code
+    # every tracking number reached its order, once
+    assert len(shipped) >= 10
+    for shop, order, waybill in shipped:
+        assert [w for _, w in state[shop]["orders"][order]["shipments"]] == [waybill]
+    # and no stock (or tracking) version went out in two sends
+    calls = sandbox_calls(sandbox_port)
+    sends = {tuple(c["work"].split(" ")[:2]) for shop_calls in calls.values()
+             for c in shop_calls if c["work"].split(" ")[1:2] != ["check"]
+             and " outbox#" in c["work"]}
+    assert len(sends) >= 20
+    assert sent_twice(calls) == {}
 
 
 @pytest.mark.pg
 def test_three_daemons_share_one_postgresql(tmp_path: Path, pg_url: str) -> None:
-    """Three nodes on one database: every order once, one reservation per line, and after
-    one node is killed the other two take its leases over and finish the work."""
+    """Three nodes on one database: every order once, one reservation per line, no version
+    sent twice, no shop read by two nodes at once; after one node is killed the other two
+    take its leases over and finish the work."""
     sandbox_port = free_port()
     ports = [free_port() for _ in range(3)]
     configs = [write_config(tmp_path, pg_url, sandbox_port, port, node=f"node{i}")
@@ -202,12 +230,17 @@ def test_three_daemons_share_one_postgresql(tmp_path: Path, pg_url: str) -> None
         for daemon, port in zip(daemons, ports, strict=True):
             wait_ready(port, daemon)
         placed += place(sandbox_port, rng, 30)
-        time.sleep(1.0)  # let node0 hold claims and leases when it dies
+        time.sleep(1.0)
+        shipped = ship_some(configs[0], 10, first_waybill=1)
+        time.sleep(0.5)  # let node0 hold claims and leases when it dies
         stop(daemons[0], signal.SIGKILL)
         placed += place(sandbox_port, rng, 20)
+        shipped += ship_some(configs[1], 10, first_waybill=len(shipped) + 1)
         wait_for(lambda: converged(pg_url, sandbox_port, len(placed)), "convergence", 120)
         for daemon in daemons[1:]:
             assert stop(daemon) == 0
+        state = sandbox_state(sandbox_port)
+        calls = sandbox_calls(sandbox_port)
     finally:
         for daemon in daemons:
             stop(daemon, signal.SIGKILL)
@@ -215,5 +248,10 @@ def test_three_daemons_share_one_postgresql(tmp_path: Path, pg_url: str) -> None
     counts = asyncio.run(book(pg_url))
     assert counts["orders"] == len(placed)
     assert counts["reservations"] == counts["distinct_reserved_lines"]
-    for code, (ordered, reserved) in asyncio.run(per_sku(pg_url)).items():
-        assert reserved == min(ordered, OPENING_STOCK[code]), code
+    assert len(shipped) >= 10
+    for shop, order, waybill in shipped:
+        assert [w for _, w in state[shop]["orders"][order]["shipments"]] == [waybill]
+    working = {c["work"].split(" ")[0] for shop_calls in calls.values() for c in shop_calls}
+    assert {"node1", "node2"} <= working  # the work was shared, not done by one node
+    assert sent_twice(calls) == {}
+    assert concurrent_pulls(calls) == []
