@@ -4,15 +4,16 @@ Scheduling. APScheduler's AsyncIOScheduler runs each job at its interval with ji
 never overlaps itself (max one instance) and missed runs coalesce into one. Per-shop jobs
 (order pull, listing reconciliation, token refresh) run per shop, so one failing shop never
 stops the others; a shop whose jobs keep failing trips a circuit breaker (runs are skipped
-while it backs off, one `circuit_open` alert, a probe after the cool-down, closed by the
-first success).
+while it backs off, one `circuit_open` alert, one probe at a time after the cool-down by a
+job that always calls the platform, closed by its first success).
 
 Several daemons, one PostgreSQL. Nothing here coordinates nodes: the database does. Outbox
 tasks are claimed with FOR UPDATE SKIP LOCKED and leased; each (shop, stream) pull takes a
 lease; scheduled listings are claimed by a conditional UPDATE; node-wide jobs (tracking poll,
-shipment checks, alert delivery, dormant check) take a named lease per run. A node that dies
-leaves leases that expire, and the others pick its work up. SQLite stays single-daemon: a
-lock file beside the database refuses a second copy with a clear message.
+shipment checks, alert delivery, dormant check) take a named lease per run, renewed while
+they run. A node that dies leaves leases that expire, and the others pick its work up.
+SQLite stays single-daemon: a lock file beside the database refuses a second copy with a
+clear message.
 
 Shutdown. The first SIGTERM/SIGINT stops taking new work (the scheduler pauses), waits for
 the jobs in flight up to `daemon.shutdown_grace`, gives back its outbox claims and leases,
@@ -46,6 +47,8 @@ from core.runtime import Runtime
 from core.serving import serve_asgi
 
 log = get_logger("erpsync.daemon")
+# per-shop jobs whose every run calls the platform: they probe an open breaker and close it
+PROBING_JOBS = frozenset({"orders", "reconcile"})
 Job = Callable[[], Awaitable[Any]]
 
 
@@ -61,9 +64,12 @@ class Breaker:
     cooldown: timedelta = timedelta(minutes=5)
     failures: int = 0
     opened_at: datetime | None = None
+    # a probe is in flight: the shop's jobs run side by side, and only one may probe
+    probing: bool = False
 
     def allows(self, now: datetime) -> bool:
-        return self.opened_at is None or now - self.opened_at >= self.cooldown
+        return self.opened_at is None or (
+            not self.probing and now - self.opened_at >= self.cooldown)
 
     def success(self) -> bool:
         """Record a success; True when this closed an open breaker."""
@@ -157,18 +163,40 @@ class Daemon:
         return plan
 
     async def _leased(self, name: str, job: Callable[[Runtime], Awaitable[Any]]) -> Any:
-        """Node-wide jobs run on one node at a time."""
+        """Node-wide jobs run on one node at a time: the lease is renewed every third of
+        its length while the job runs, and a job whose lease was taken over is stopped."""
         rt = self.rt
         lease = f"job:{name}"
         async with transaction(rt.sessions) as session:
             if not await leases.acquire(session, lease, rt.node, rt.now(),
                                         rt.config.daemon.lease):
                 return None
+        work = asyncio.ensure_future(job(rt))
+        keeper = asyncio.ensure_future(self._keep_lease(lease, work))
         try:
-            return await job(rt)
+            return await work
+        except asyncio.CancelledError:
+            if keeper.done() and not keeper.cancelled() and keeper.result():
+                raise leases.LeaseLost(f"{lease}: taken over by another node") from None
+            raise
         finally:
+            keeper.cancel()
             async with transaction(rt.sessions) as session:
                 await leases.release(session, lease, rt.node)
+
+    async def _keep_lease(self, lease: str, work: asyncio.Future[Any]) -> bool:
+        """Renew while `work` runs; True when the lease was lost (and `work` cancelled)."""
+        rt = self.rt
+        ttl = rt.config.daemon.lease
+        while not work.done():
+            await asyncio.sleep(ttl.total_seconds() / 3)
+            async with transaction(rt.sessions) as session:
+                kept = await leases.renew(session, lease, rt.node, rt.now(), ttl)
+            if not kept:
+                log.warning("job lease lost: stopping the job", lease=lease, node=rt.node)
+                work.cancel()
+                return True
+        return False
 
     async def refresh_token_if_due(self, shop: str) -> bool:
         """Refresh a token that expires within two refresh intervals (before calls fail)."""
@@ -185,9 +213,18 @@ class Daemon:
             return
         state = self.jobs.setdefault(name, JobState())
         breaker = self.breakers.setdefault(shop, Breaker()) if shop else None
+        # only a job that always calls the platform tells whether it is back: the token job
+        # mostly finds nothing due and calls nobody, so its success neither resets the count
+        # nor closes the breaker, and it never probes (its failures do count)
+        telling = name.partition(":")[0] in PROBING_JOBS
         now = self.rt.now()
+        if breaker is not None and breaker.opened_at is not None and not telling:
+            return
         if breaker is not None and not breaker.allows(now):
             return
+        probe = breaker if breaker is not None and breaker.opened_at is not None else None
+        if probe is not None:
+            probe.probing = True
         task = asyncio.current_task()
         if task is not None:
             self._in_flight.add(task)
@@ -203,9 +240,11 @@ class Daemon:
                 await self._alert_circuit(shop or "", state.last_error, opened=True)
         else:
             state.last_success = self.rt.now()
-            if breaker is not None and breaker.success():
+            if breaker is not None and telling and breaker.success():
                 await self._alert_circuit(shop or "", "", opened=False)
         finally:
+            if probe is not None:
+                probe.probing = False  # also when cancelled: the next run probes instead
             state.runs += 1
             self.metrics.job_ran(name, time.perf_counter() - started)
             if task is not None:

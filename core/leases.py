@@ -10,7 +10,12 @@ from sqlalchemy import delete, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db import insert_for
+from core.errors import ErpsyncError
 from core.model import Lease
+
+
+class LeaseLost(ErpsyncError):
+    """Another node took over work we held (our lease expired): stop, it carries on."""
 
 
 async def acquire(session: AsyncSession, name: str, owner: str, now: datetime,

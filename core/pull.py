@@ -47,8 +47,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import leases
 from core.db import insert_for, transaction
-from core.errors import BadResponse, ErpsyncError
+from core.errors import BadResponse
 from core.http import working_on
+from core.leases import LeaseLost
 from core.logs import get_logger
 from core.model import SyncCursor
 from core.orders import IngestResult, retried_transaction
@@ -64,10 +65,6 @@ STREAM = "orders"
 # buys little and holds SQLite's single writer lock longer against webhooks
 BATCH = 250
 _MARGIN = timedelta(minutes=1)
-
-
-class LeaseLost(ErpsyncError):
-    """Another node took over this pull (our lease expired): stop, it carries on."""
 
 
 @dataclass(slots=True)

@@ -19,8 +19,9 @@ from core import outbox
 from core.clock import ManualClock
 from core.db import transaction
 from core.http import WORK_HEADER
+from core.leases import LeaseLost
 from core.model import Listing, OutboxTask, Shipment
-from core.pull import LeaseLost, pull_orders
+from core.pull import pull_orders
 from core.records import ShipRequest, StockUpdate
 from core.runtime import Runtime
 from core.senders import OutboxWorker
