@@ -80,7 +80,7 @@ class Metrics:
             self.outbox_oldest.clear()
             for kind, state, count, oldest in (await session.execute(
                     select(OutboxTask.kind, OutboxTask.state, func.count(),
-                           func.min(OutboxTask.updated_at))
+                           func.min(OutboxTask.queued_at))
                     .group_by(OutboxTask.kind, OutboxTask.state))).all():
                 self.outbox_tasks.labels(kind, state).set(count)
                 if state in ("pending", "sending"):
@@ -114,9 +114,10 @@ class Metrics:
                 async with self.rt.engine.connect() as connection:
                     await connection.execute(text("SELECT 1"))
                 checks["database"] = "ok"
-                current = await current_revision(self.rt.engine)
-                checks["migrations"] = "ok" if current == head_revision() else (
-                    f"at {current}, need {head_revision()}: run erpsync db upgrade")
+                current, head = await current_revision(self.rt.engine), head_revision()
+                state = "empty" if current is None else f"at {current}"
+                checks["migrations"] = "ok" if current == head else (
+                    f"{state}, need {head}: run erpsync db upgrade")
             except Exception as exc:  # readiness reports, it does not crash
                 checks["database"] = f"{type(exc).__name__}"
             checks["scheduler"] = "ok" if daemon.scheduler.running and \

@@ -384,6 +384,10 @@ class OutboxTask(Base):
     lease_expires_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # since when the platform has been waiting for this row's value: set when it is queued
+    # after its last value was settled (done, dropped), kept while newer values coalesce
+    # and while it is retried — `updated_at` moves with every claim and retry
+    queued_at: Mapped[datetime]
 
 
 class InboxEvent(Base):

@@ -41,7 +41,7 @@ async def enqueue(session: AsyncSession, *, kind: str, shop_id: int, target: str
     statement = insert_for(session, OutboxTask).values(
         kind=kind, shop_id=shop_id, target=target, dedup_key=dedup_key, payload=dict(payload),
         version=version, state="pending", priority=priority, attempts=0, next_attempt_at=now,
-        created_at=now, updated_at=now)
+        created_at=now, updated_at=now, queued_at=now)
     excluded = statement.excluded
     statement = statement.on_conflict_do_update(
         index_elements=["kind", "dedup_key"],
@@ -50,6 +50,8 @@ async def enqueue(session: AsyncSession, *, kind: str, shop_id: int, target: str
             "priority": excluded.priority, "attempts": 0, "last_error": "",
             "next_attempt_at": excluded.next_attempt_at, "updated_at": excluded.updated_at,
             "state": case((OutboxTask.state == "sending", "sending"), else_="pending"),
+            "queued_at": case((OutboxTask.state.in_(["done", "dropped"]), excluded.queued_at),
+                              else_=OutboxTask.queued_at),
         },
         where=OutboxTask.version < excluded.version,
     )

@@ -341,7 +341,8 @@ class OutboxWorker:
             await outbox.fail(session, task, owner=owner, now=now, error=message)
             stats.failed += 1
             kind = "tracking_push_failed" if task.kind == "ship" else "push_failed"
-            await open_alert(session, kind, f"{task.kind}:{task.target}",
+            # one alert per outbox row (a product refused in two shops is two problems)
+            await open_alert(session, kind, f"outbox:{task.id}",
                              f"{self.rt.shop_name(task.shop_id)} refused {task.kind} for "
                              f"{task.target}: {message}", now)
             if shipment_id is not None:
@@ -361,7 +362,7 @@ class OutboxWorker:
                                   .values(push_state="pushed", pushed_at=now, push_error=""))
             await resolve_alert(session, "tracking_push_late", f"shipment:{shipment_id}", now)
         await resolve_alert(session, "push_failed" if task.kind != "ship"
-                            else "tracking_push_failed", f"{task.kind}:{task.target}", now)
+                            else "tracking_push_failed", f"outbox:{task.id}", now)
 
 
 _sends = itertools.count(1)

@@ -101,6 +101,15 @@ def write_config(tmp_path: Path, db_url: str, shops: list[dict[str, Any]], *,
     return path
 
 
+@pytest.fixture
+def config_file(tmp_path: Path) -> Callable[..., Path]:
+    """`config_file(db_url, [{"name": ..., "platform": ..., "sandbox": True}])`: a config
+    file in tmp_path, nothing migrated (tests import no conftest: use this)."""
+    def write(db_url: str, shops: list[dict[str, Any]], **options: Any) -> Path:
+        return write_config(tmp_path, db_url, shops, **options)
+    return write
+
+
 RuntimeFactory = Callable[..., Any]
 
 

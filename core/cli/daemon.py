@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from core.cli.common import ConfigOption, console, err, in_runtime, load_config, run
 from core.config import DEFAULT_CONFIG
@@ -96,7 +97,8 @@ def outbox_list(config: ConfigOption = DEFAULT_CONFIG,
         for task in tasks:
             table.add_row(str(task.id), rt.shop_name(task.shop_id), task.kind, task.target,
                           str(task.version), task.state, str(task.attempts),
-                          str(task.next_attempt_at), task.last_error[:80])
+                          # the platform's words, whole (they come last) and never markup
+                          str(task.next_attempt_at), Text(task.last_error))
         console.print(table)
         return 0
 
@@ -104,22 +106,41 @@ def outbox_list(config: ConfigOption = DEFAULT_CONFIG,
 
 
 def _set_state(config: Any, ids: list[int], state: str, verb: str) -> None:
-    from sqlalchemy import update
+    """Move failed (or pending) tasks to `state`. An id that does not exist, or a task in
+    another state, is named and nothing is changed."""
+    from sqlalchemy import select, update
 
+    from core.alerts import resolve_alert
     from core.db import transaction
     from core.model import OutboxTask
 
     cfg = load_config(config, check_env=False)
+    movable = ("failed", "pending")
 
     async def go(rt: Any) -> int:
         async with transaction(rt.sessions) as session:
+            found = dict((await session.execute(
+                select(OutboxTask.id, OutboxTask.state).where(OutboxTask.id.in_(ids)))).all())
+            problems = [f"no outbox task {task_id}" if task_id not in found else
+                        f"outbox task {task_id} is {found[task_id]}: only failed or pending "
+                        "tasks can be " + verb
+                        for task_id in dict.fromkeys(ids)
+                        if found.get(task_id) not in movable]
+            if problems:
+                for problem in problems:
+                    err.print(f"[red]error[/red] {problem}", highlight=False)
+                return 2
             result = await session.execute(
-                update(OutboxTask).where(OutboxTask.id.in_(ids),
-                                         OutboxTask.state.in_(["failed", "pending"]))
+                update(OutboxTask).where(OutboxTask.id.in_(ids), OutboxTask.state.in_(movable))
                 .values(state=state, attempts=0, next_attempt_at=rt.now(), updated_at=rt.now()))
+            if state == "dropped":  # the operator has decided: the refusal is no longer open
+                for task_id in ids:
+                    for kind in ("push_failed", "tracking_push_failed"):
+                        await resolve_alert(session, kind, f"outbox:{task_id}", rt.now())
         count = int(result.rowcount or 0)  # type: ignore[attr-defined]
-        console.print(f"{verb} {count} of {len(ids)} tasks")
-        return 0 if count == len(ids) else 1
+        wanted = len(set(ids))
+        console.print(f"{verb} {count} of {wanted} tasks")
+        return 0 if count == wanted else 1  # a sender claimed one meanwhile
 
     in_runtime(cfg, go)
 
