@@ -96,6 +96,23 @@ def post(url: str, payload: dict[str, Any]) -> Any:
         return json.loads(exc.read())
 
 
+def place(port: int, rng: Any, count: int,
+          codes: tuple[str, ...] = ("TEE-001-M", "MUG-002", "SOCK-004-BLK", "SOCK-004-WHT"),
+          ) -> list[tuple[str, str]]:
+    """Buyers order one unit each through the sandboxes' operator API: (shop, platform order
+    id). A shop refuses what it does not list (sold out there)."""
+    placed = []
+    for _ in range(count):
+        shop = rng.choice(SHOPS)
+        answer = post(f"http://127.0.0.1:{port}/{shop}/_sandbox/orders",
+                      {"lines": [[rng.choice(codes), 1]]})
+        if "order_id" in answer:
+            placed.append((shop, str(answer["order_id"])))
+        else:
+            assert answer["error"].startswith("SoldOut"), answer
+    return placed
+
+
 def sandbox_state(port: int) -> dict[str, Any]:
     return {shop: _get(f"http://127.0.0.1:{port}/{shop}/_sandbox/state") for shop in SHOPS}
 

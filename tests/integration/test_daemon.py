@@ -23,7 +23,7 @@ from daemon_harness import (  # type: ignore[import-not-found]
     SHOPS,
     concurrent_pulls,
     free_port,
-    post,
+    place,
     sandbox_calls,
     sandbox_state,
     seed_database,
@@ -45,17 +45,6 @@ from core.model import Order, OrderLine, Reservation, Shipment, StockLevel
 
 pytestmark = pytest.mark.slow
 CODES = ("TEE-001-M", "MUG-002", "SOCK-004-BLK", "SOCK-004-WHT")
-
-
-def place(port: int, rng: random.Random, count: int) -> list[str]:
-    placed = []
-    for _ in range(count):
-        shop = rng.choice(SHOPS)
-        result = post(f"http://127.0.0.1:{port}/{shop}/_sandbox/orders",
-                      {"lines": [[rng.choice(CODES), 1]]})
-        if "order_id" in result:
-            placed.append(f"{shop}:{result['order_id']}")
-    return placed
 
 
 async def book(db_url: str) -> dict[str, int]:
@@ -173,7 +162,7 @@ def test_second_daemon_on_one_sqlite_file_is_refused(tmp_path: Path, sqlite_url:
 def test_random_sigkills_lose_nothing(setup) -> None:  # type: ignore[no-untyped-def]
     config, sandbox_port, http_port, db_url = setup
     rng = random.Random(7)
-    placed: list[str] = []
+    placed: list[tuple[str, str]] = []
     shipped: list[tuple[str, str, str]] = []
     for _ in range(20):
         daemon = start_daemon(config)
