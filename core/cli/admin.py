@@ -45,7 +45,7 @@ def db_upgrade(config: ConfigOption = DEFAULT_CONFIG) -> None:
 @config_app.command("check")
 def config_check(path: Annotated[Path, typer.Argument()] = DEFAULT_CONFIG) -> None:
     """Report every problem in a config file, one line each."""
-    cfg = load_config(path)
+    cfg = load_config(path, sections=True)
     console.print(f"[green]ok[/green] {cfg.path}: {len(cfg.shops)} shops, database "
                   f"{cfg.database_url.split('@')[-1]}")
 

@@ -95,18 +95,13 @@ def _change(config: Any, alert_id: int, action: str) -> None:
 def alerts_deliver(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Send undelivered alerts and resolution notices to the sinks (the daemon's job)."""
     from core.alerting import deliver_alerts
-    from core.config import ConfigProblems
     from core.errors import ConfigError
 
-    cfg = load_config(config)
+    cfg = load_config(config, sections=True)
 
     async def go(rt: Any) -> int:
         try:
             delivered = await deliver_alerts(rt)
-        except ConfigProblems as problems:
-            for problem in problems.problems:
-                err.print(f"[red]error[/red] {problem}", highlight=False)
-            return 2
         except ConfigError as exc:
             err.print(f"[red]error[/red] {exc}", highlight=False)
             return 2

@@ -6,12 +6,15 @@ import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
 from core.config import DEFAULT_CONFIG, Config, ConfigProblems, load
+
+if TYPE_CHECKING:
+    from core.plugins import Registry
 
 T = TypeVar("T")
 console = Console()
@@ -29,16 +32,60 @@ def config_path(path: Path) -> Path:
     return path
 
 
-def load_config(path: Path, *, check_env: bool = True) -> Config:
+def load_config(path: Path, *, check_env: bool = True, sections: bool = False) -> Config:
+    """The config, or exit 2 printing every problem. With `sections` (the daemon, the demo,
+    alert delivery and `config check`), `[alerts]` sinks and `[tracking]` are checked as
+    well, with their secrets in the environment — so a daemon never starts on a sink or a
+    tracking provider it could not use."""
     from core.plugins import Registry
 
+    registry = Registry.discover()
     try:
-        return load(config_path(path), known_platforms=Registry.discover().platforms,
-                    check_env=check_env)
+        config = load(config_path(path), known_platforms=registry.platforms,
+                      check_env=check_env)
+        if sections:
+            check_sections(config, registry)
+        return config
     except ConfigProblems as problems:
         for problem in problems.problems:
-            err.print(f"[red]error[/red] {problem}", highlight=False)
+            err.print(f"[red]error[/red] {problem}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+
+
+def check_sections(config: Config, registry: Registry) -> None:
+    """`[alerts] sinks` and `[tracking]` as the daemon will build them; ConfigProblems
+    naming every bad key of both."""
+    import os
+
+    import httpx
+
+    from core.alerting import build_sinks
+    from core.clock import SystemClock
+    from core.errors import ConfigError
+    from core.tracking import TrackingSettings
+
+    problems: list[ConfigError] = []
+    file = str(config.path)
+
+    try:  # built, never used: nothing is sent
+        build_sinks(config.alert_sinks, client=httpx.AsyncClient(), clock=SystemClock(),
+                    environ=os.environ, file=file)
+    except ConfigProblems as found:
+        problems += found.problems
+    try:
+        tracking = TrackingSettings.from_config(config.tracking, file)
+    except ConfigProblems as found:
+        problems += found.problems
+    else:
+        if tracking is not None:
+            try:
+                registry.tracking_provider(tracking.provider)
+            except KeyError:
+                problems.append(ConfigError(file, "tracking.provider",
+                                            f"{tracking.provider!r} is not an installed "
+                                            "tracking provider"))
+    if problems:
+        raise ConfigProblems(problems)
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

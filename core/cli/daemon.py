@@ -31,7 +31,7 @@ def run_daemon(config: ConfigOption = DEFAULT_CONFIG,
     """The daemon: every job of every shop on schedule; SIGTERM drains and exits 0."""
     from core.daemon import Daemon, SecondCopy
 
-    cfg = load_config(config)
+    cfg = load_config(config, sections=True)
 
     async def go(rt: Any) -> int:
         daemon = Daemon(rt, serve_http=not no_http)

@@ -21,7 +21,7 @@ def demo(config: ConfigOption = DEFAULT_CONFIG,
     """Sandbox shops on 127.0.0.1, a seeded catalogue and orders, the real sync on SQLite."""
     from core.demo import DemoSummary, run_demo
 
-    cfg = load_config(config)
+    cfg = load_config(config, sections=True)
 
     def show(summary: DemoSummary) -> None:
         table = Table("erpsync demo", "count", title="demo cycle summary")

@@ -98,3 +98,53 @@ def test_config_check_command_prints_one_line_per_problem(tmp_path: Path) -> Non
                          str(ROOT / "config" / "demo.toml")], capture_output=True, text=True,
                         cwd=ROOT)
     assert ok.returncode == 0, ok.stderr
+
+
+SECTIONS = """
+[database]
+url = "sqlite:///:memory:"
+
+[alerts]
+sinks = [
+    { type = "log" },
+    { type = "pager" },
+    { type = "dingtalk", name = "ops", webhook_env = "OPS_DINGTALK_URL" },
+]
+
+[tracking]
+provider = "kuaidi1000"
+credentials = { key = "kuaidi100 key" }
+"""
+
+
+def test_config_check_and_the_daemon_refuse_bad_alert_sinks_and_tracking(
+        tmp_path: Path) -> None:
+    """A sink or tracking provider the daemon could not use is named at `config check` and
+    refused when the daemon starts — not found later by a job failing every 30 seconds."""
+    (tmp_path / "rules.toml").write_text("")
+    path = tmp_path / "erpsync.toml"
+    path.write_text(SECTIONS)
+    env = {k: v for k, v in os.environ.items() if k != "OPS_DINGTALK_URL"}
+    for command in (["config", "check", str(path)], ["run", "-c", str(path)]):
+        done = subprocess.run([sys.executable, "-m", "core.cli", *command],
+                              capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+        assert done.returncode == 2, done.stderr
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error")]
+        assert errors == [
+            f"error {path}: alerts.sinks[1].type: unknown sink type 'pager' (known: log, "
+            "dingtalk, wecom, feishu, webhook, email)",
+            f"error {path}: alerts.sinks[2].webhook_env: environment variable "
+            "OPS_DINGTALK_URL is not set",
+            f"error {path}: tracking.credentials.key: 'kuaidi100 key' must name an "
+            "environment variable (e.g. KUAIDI100_KEY)",
+        ], done.stderr
+    # with those fixed, the provider itself must be installed
+    path.write_text(SECTIONS.replace('{ type = "pager" },\n', "").replace(
+        '"kuaidi100 key"', '"KUAIDI100_KEY"'))
+    done = subprocess.run([sys.executable, "-m", "core.cli", "config", "check", str(path)],
+                          capture_output=True, text=True,
+                          env={**env, "OPS_DINGTALK_URL": "https://oapi.dingtalk.com/robot/"
+                               "send?access_token=abc"}, cwd=ROOT, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error {path}: tracking.provider: 'kuaidi1000' is not an installed tracking provider"]
