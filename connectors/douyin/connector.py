@@ -7,7 +7,8 @@ update_time jumps to now). Read forwards, every order behind the one that left s
 place towards the front, and the first of them slides onto a page we already read: missed.
 Read from the last page to the first, a slide only moves not-yet-read orders onto pages still
 to come, and at worst repeats one we have (duplicates are allowed, misses never). Page 0 is
-read once to learn the total and again at the end, because it may have changed meanwhile.
+read once to learn the total (and whether the window must be halved) and again at the end,
+because it may have changed meanwhile: `core.paging.read_backwards` does the walk.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from connectors.douyin.sandbox import DouyinSandbox
 from core.connector import CarrierTable, Connector, Limits, ShopContext
 from core.errors import Rejected, SignatureInvalid, UnmappedCarrier
 from core.http import HttpSession
-from core.paging import page_count, split_window
+from core.paging import read_backwards, split_window
 from core.records import (
     Capability,
     ListingDraft,
@@ -200,32 +201,31 @@ class DouyinConnector(Connector):
 
     async def _window(self, start: datetime, end: datetime,
                       ) -> AsyncIterator[OrderRecord | UnreadableOrder]:
-        first = await self._search_page(start, end, 0)
-        total = int(first.get("total", 0))
+        total, orders = await self._search_page(start, end, 0)
         if total > self.facts.order_paging_depth and end - start > timedelta(seconds=2):
             middle = start + (end - start) / 2
             for half in ((start, middle), (middle, end)):
                 async for order in self._window(*half):
                     yield order
             return
-        pages = page_count(total, PAGE_SIZE)
-        if pages == 1:
-            for order in first.get("shop_order_list") or []:
-                yield mapped_or_unreadable(order, mapping.order_from_shop_order, "order_id")
-            return
-        for page in range(pages - 1, -1, -1):
-            data = await self._search_page(start, end, page)
-            for order in data.get("shop_order_list") or []:
-                yield mapped_or_unreadable(order, mapping.order_from_shop_order, "order_id")
 
-    async def _search_page(self, start: datetime, end: datetime, page: int) -> Any:
+        async def fetch(page: int) -> tuple[int, list[Mapping[str, Any]]]:
+            return await self._search_page(start, end, page)
+
+        async for shop_order in read_backwards(fetch, PAGE_SIZE, first=0,
+                                               probe=(total, orders)):
+            yield mapped_or_unreadable(shop_order, mapping.order_from_shop_order, "order_id")
+
+    async def _search_page(self, start: datetime, end: datetime, page: int,
+                           ) -> tuple[int, list[Mapping[str, Any]]]:
         # update_time bounds are whole seconds and inclusive: widen to cover [start, end)
-        return await self.client.call("order.searchList", {
+        data = await self.client.call("order.searchList", {
             "update_time_start": int(start.timestamp()),
             "update_time_end": -int(-end.timestamp() // 1),
             "order_by": "update_time", "order_asc": True,
             "page": page, "size": PAGE_SIZE,
         })
+        return int(data.get("total", 0)), list(data.get("shop_order_list") or [])
 
     async def get_order(self, platform_order_id: str) -> OrderRecord:
         data = await self.client.call("order.orderDetail", {"shop_order_id": platform_order_id})

@@ -6,8 +6,9 @@ over a set that changes while we read can skip rows: an order on an unread page 
 mid-pull leaves the window, everything after it moves up one place, and the row that slid
 onto the page just read is never seen. Rows only ever *leave* a window that ends in the
 past, so the pages are read backwards (last page first, page 1 last): a row leaving then
-pushes unread rows onto pages still to come, never onto pages already read. The first
-page is read once more at the start only to learn the page count.
+pushes unread rows onto pages still to come, never onto pages already read. Page 1 is also
+read at the start, to learn the page count; its rows are kept too, so a row that leaves
+meanwhile is still seen in this window. `core.paging.read_backwards` does the walk.
 
 Stock is an absolute `stock_quantity` written through the products and variations batch
 routes (≤ 100 items a call, per-item errors inside a 200 answer). WooCommerce has no
@@ -57,6 +58,7 @@ from core.errors import (
     UnmappedCarrier,
 )
 from core.http import HttpSession
+from core.paging import read_backwards
 from core.records import (
     Capability,
     ListingDraft,
@@ -299,23 +301,23 @@ class WooCommerceConnector(Connector):
                   "dates_are_gmt": True, "orderby": "id", "order": "asc",
                   "per_page": self.limits.page_size, "status": "any"}
         seen: set[tuple[str, datetime]] = set()
-        probe = await self._orders_page(params, 1)
-        last = probe.total_pages or 1
-        numbers = range(last, 0, -1) if last > 1 else range(0)
-        reply: WooReply | None = probe
-        for number in [*numbers, None]:
-            for body in reply.data or [] if reply is not None else []:
-                tracking = await self._tracking_numbers(body)
-                try:
-                    record = order_from_rest(body, tracking)
-                except BadResponse as exc:  # this order is quarantined, the page goes on
-                    yield UnreadableOrder.of(body.get("id"), body, exc)
-                    continue
-                key = (record.platform_order_id, record.modified_at)
-                if key not in seen:
-                    seen.add(key)
-                    yield record
-            reply = await self._orders_page(params, number) if number is not None else None
+
+        async def fetch(page: int) -> tuple[int, list[Mapping[str, Any]]]:
+            reply = await self._orders_page(params, page)
+            return reply.total_pages or 0, list(reply.data or [])
+
+        async for body in read_backwards(fetch, self.limits.page_size, total_is_pages=True,
+                                         yield_probe=True):
+            tracking = await self._tracking_numbers(body)
+            try:
+                record = order_from_rest(body, tracking)
+            except BadResponse as exc:  # this order is quarantined, the page goes on
+                yield UnreadableOrder.of(body.get("id"), body, exc)
+                continue
+            key = (record.platform_order_id, record.modified_at)
+            if key not in seen:
+                seen.add(key)
+                yield record
 
     async def _orders_page(self, params: Mapping[str, Any], page: int) -> WooReply:
         try:

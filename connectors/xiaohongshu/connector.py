@@ -6,7 +6,8 @@ sorted oldest first. If order A on page 1 is updated while we page, it leaves th
 every later order moves up one place; reading pages 1, 2, 3 … would skip the order that moved
 from page 2 to page 1. Reading from the last page to the first (as the docs prescribe) turns
 that shift into a duplicate instead of a miss. Page 1 is read once first to learn
-`maxPageNo` and read again last, so a shift during the walk still lands on a page still to come.
+`maxPageNo` (and whether the window must be halved) and read again last, so a shift during the
+walk still lands on a page still to come: `core.paging.read_backwards` does the walk.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from core.errors import (
     Transient,
 )
 from core.http import HttpSession
+from core.paging import read_backwards
 from core.records import (
     Capability,
     DraftSku,
@@ -217,9 +219,7 @@ class XiaohongshuConnector(Connector):
                                            "orderId")
 
     async def _window_rows(self, start: int, end: int) -> AsyncIterator[Mapping[str, Any]]:
-        size = self.limits.page_size
-        first = await self._order_page(start, end, 1)
-        max_page = int(first.get("maxPageNo") or 0)
+        max_page, rows = await self._order_page(start, end, 1)
         if max_page > MAX_PAGE_NO and end - start > 1:
             # more than 100 pages: the API cannot reach the tail, so halve the window
             middle = (start + end) // 2
@@ -228,23 +228,24 @@ class XiaohongshuConnector(Connector):
             async for row in self._window_rows(middle, end):
                 yield row
             return
-        if max_page <= 1:
-            for row in first.get("orderList") or ():
-                yield row
-            return
-        for page_no in range(min(max_page, MAX_PAGE_NO), 0, -1):
-            page = await self._order_page(start, end, page_no, size)
-            for row in page.get("orderList") or ():
-                yield row
+
+        # a one-second window can still hold more: it is read as far as the API goes
+        async def fetch(page_no: int) -> tuple[int, list[Mapping[str, Any]]]:
+            pages, page_rows = await self._order_page(start, end, page_no)
+            return min(pages, MAX_PAGE_NO), page_rows
+
+        async for row in read_backwards(fetch, self.limits.page_size, total_is_pages=True,
+                                        probe=(min(max_page, MAX_PAGE_NO), rows)):
+            yield row
 
     async def _order_page(self, start: int, end: int, page_no: int,
-                          page_size: int | None = None) -> Mapping[str, Any]:
+                          ) -> tuple[int, list[Mapping[str, Any]]]:
         data = await self.client.call("order.getOrderList", {
             "startTime": start, "endTime": end, "timeType": TIME_TYPE_UPDATED,
-            "pageNo": page_no, "pageSize": page_size or self.limits.page_size})
+            "pageNo": page_no, "pageSize": self.limits.page_size})
         if not isinstance(data, dict):
             raise BadResponse("xiaohongshu order.getOrderList: data is not an object")
-        return data
+        return int(data.get("maxPageNo") or 0), list(data.get("orderList") or ())
 
     async def get_order(self, platform_order_id: str) -> OrderRecord:
         return order_from_json(await self._order_detail(platform_order_id))

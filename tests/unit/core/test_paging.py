@@ -75,6 +75,56 @@ async def test_zero_based_pages() -> None:
     assert sorted(seen) == sorted(window.ids)
 
 
+async def test_a_probe_the_caller_read_is_not_asked_for_again() -> None:
+    window = Window(250, 100)
+    probe = await window.fetch(1)  # e.g. read to decide whether to halve the window
+    seen = [x async for x in read_backwards(window.fetch, 100, probe=probe)]
+    assert sorted(seen) == sorted(window.ids) and len(seen) == 250
+    assert window.calls == [1, 3, 2, 1]
+
+
+async def test_a_single_page_probe_is_the_whole_read() -> None:
+    window = Window(40, 100)
+    probe = await window.fetch(1)
+    seen = [x async for x in read_backwards(window.fetch, 100, probe=probe)]
+    assert seen == window.ids and window.calls == [1]
+
+
+async def test_a_total_counted_in_pages() -> None:
+    window = Window(200, 100)
+
+    async def page_counts(page: int) -> tuple[int, list[str]]:
+        if page == 1 and window.calls:  # new orders arrived during the read
+            window.ids += ["n1"]
+        total, entries = await window.fetch(page)
+        return -(-total // window.size), entries
+
+    seen = [x async for x in read_backwards(page_counts, 100, total_is_pages=True)]
+    assert sorted(seen) == sorted(window.ids)
+    assert window.calls == [1, 2, 1, 3]
+
+
+async def test_no_pages_counted_is_one_page() -> None:
+    async def empty(page: int) -> tuple[int, list[str]]:
+        return 0, []
+
+    assert [x async for x in read_backwards(empty, 100, total_is_pages=True)] == []
+
+
+async def test_the_probe_can_be_yielded_too() -> None:
+    """An order leaving after the first read of page 1 is then seen in this window, not
+    only in the next one."""
+    kept, dropped = Window(250, 100), Window(250, 100)
+    for window in (kept, dropped):
+        window.on_call[2] = "o0"  # leaves once page 1 was read for its total
+    with_probe = [x async for x in read_backwards(kept.fetch, 100, yield_probe=True)]
+    without = [x async for x in read_backwards(dropped.fetch, 100)]
+    assert "o0" in with_probe and "o0" not in without
+    assert kept.calls == dropped.calls == [1, 3, 2, 1]
+    single = Window(40, 100)
+    assert [x async for x in read_backwards(single.fetch, 100, yield_probe=True)] == single.ids
+
+
 def test_split_window() -> None:
     start = datetime(2026, 11, 11, tzinfo=BEIJING)
     parts = list(split_window(start, start + timedelta(minutes=70), timedelta(minutes=30)))
