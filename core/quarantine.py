@@ -132,12 +132,7 @@ async def retry(rt: Runtime, entry_id: int) -> RetryOutcome:
     """Re-read a quarantined order with `get_order` and ingest it through the one idempotent
     path; a quarantined pull window is pulled again. A retry that fails again leaves the
     row open with the new error."""
-    async with rt.sessions() as session:
-        entry = await session.get(QuarantinedPayload, entry_id)
-    if entry is None:
-        raise LookupError(f"no quarantined payload {entry_id}")
-    if entry.state != "open":
-        raise ValueError(f"quarantined payload {entry_id} is {entry.state} already")
+    entry = await _open_entry(rt, entry_id)
     shop = rt.shop_name(entry.shop_id)
     if entry.platform_order_id:
         return await _retry_order(rt, entry, shop, entry.platform_order_id)
@@ -145,6 +140,17 @@ async def retry(rt: Runtime, entry_id: int) -> RetryOutcome:
         return await _retry_window(rt, entry, shop)
     raise ValueError(f"quarantined payload {entry_id} names no order and no window: nothing to "
                      "re-read (handle it on the platform, then drop it)")
+
+
+async def _open_entry(rt: Runtime, entry_id: int) -> QuarantinedPayload:
+    """The entry an operator names, which must exist and still be open."""
+    async with rt.sessions() as session:
+        entry = await session.get(QuarantinedPayload, entry_id)
+    if entry is None:
+        raise LookupError(f"no quarantined payload {entry_id}")
+    if entry.state != "open":
+        raise ValueError(f"quarantined payload {entry_id} is {entry.state} already")
+    return entry
 
 
 async def _retry_order(rt: Runtime, entry: QuarantinedPayload, shop: str,
@@ -184,12 +190,7 @@ async def _retry_window(rt: Runtime, entry: QuarantinedPayload, shop: str) -> Re
 
 async def drop(rt: Runtime, entry_id: int, reason: str) -> None:
     """An operator decides a payload needs nothing more; the row stays for audit."""
-    async with rt.sessions() as session:
-        entry = await session.get(QuarantinedPayload, entry_id)
-    if entry is None:
-        raise LookupError(f"no quarantined payload {entry_id}")
-    if entry.state != "open":
-        raise ValueError(f"quarantined payload {entry_id} is {entry.state} already")
+    await _open_entry(rt, entry_id)
     await close(rt, entry_id, "dropped", reason or "dropped by an operator")
 
 

@@ -16,7 +16,7 @@ import asyncio
 import itertools
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
@@ -63,6 +63,8 @@ class OutboxWorker:
     def __init__(self, rt: Runtime, *, limit: int = 500) -> None:
         self.rt = rt
         self.limit = limit
+        # task id -> when our lease on it was last set (claim or renewal)
+        self._leased_at: dict[int, datetime] = {}
 
     async def drain(self, *, shops: Sequence[str] | None = None, rounds: int = 20,
                     kinds: Sequence[str] | None = None) -> SendStats:
@@ -70,10 +72,12 @@ class OutboxWorker:
         stats = SendStats()
         shop_ids = [self.rt.shop_ids[s] for s in shops] if shops is not None else None
         for _ in range(rounds):
+            now = self.rt.now()
             async with transaction(self.rt.sessions) as session:
-                claimed = await outbox.claim(session, owner=self.rt.node, now=self.rt.now(),
+                claimed = await outbox.claim(session, owner=self.rt.node, now=now,
                                              lease=self.rt.config.daemon.lease,
                                              limit=self.limit, shop_ids=shop_ids, kinds=kinds)
+            self._leased_at = {task.id: now for task in claimed}
             if not claimed:
                 break
             stats.claimed += len(claimed)
@@ -163,8 +167,7 @@ class OutboxWorker:
             chunk = await self._still_ours(tasks[start:start + size])
             if not chunk:
                 continue
-            by_key = {(updates[t.id].platform_item_id, updates[t.id].platform_sku_id): t
-                      for t in chunk}
+            by_key = {_key(updates[t.id]): t for t in chunk}
             stats.calls_by_kind["stock"] += 1
             try:
                 with working_on(self.rt.node, _work(chunk)):
@@ -186,31 +189,38 @@ class OutboxWorker:
         a newer version, which is what gets sent; with no newer version the old one is sent.
         A platform we cannot ask (no listing read) gets the send at once."""
         reclaimed = [t for t in tasks if t.reclaimed]
-        if reclaimed:
-            keys = {t.id: (updates[t.id].platform_item_id, updates[t.id].platform_sku_id)
-                    for t in reclaimed}
-            try:
-                with working_on(self.rt.node, "check " + _work(reclaimed)):
-                    held = await connector.current_stock(list(keys.values()))
-            except NotImplementedError:
-                held = None
-            except ErpsyncError as exc:
-                log.warning("reclaim check failed; sending", shop=connector.shop.name,
-                            error=_describe(exc))
-                held = None
-            if held is not None:
-                landed = [t for t in reclaimed if held.get(keys[t.id]) == updates[t.id].quantity]
-                if landed:
-                    await self._outcomes([(t, None) for t in landed], stats, confirmed=True)
-                now = self.rt.now()
-                async with transaction(self.rt.sessions) as session:
-                    for task in reclaimed:
-                        if task not in landed:
-                            await outbox.mark(session, task, {"after_pull": now.isoformat()})
-                tasks = [replace(t, payload={**t.payload, "after_pull": now.isoformat()})
-                         if t.reclaimed and t not in landed else t
-                         for t in tasks if t not in landed]
-        return await self._after_pull(connector.shop.name, tasks)
+        shop = connector.shop.name
+        held = await self._platform_quantities(connector, reclaimed, updates) if reclaimed \
+            else None
+        if held is None:
+            return await self._after_pull(shop, tasks)
+        landed = [t for t in reclaimed if held.get(_key(updates[t.id])) == updates[t.id].quantity]
+        if landed:
+            await self._outcomes([(t, None) for t in landed], stats, confirmed=True)
+        settled = {t.id for t in landed}
+        waiting = [t for t in reclaimed if t.id not in settled]
+        if waiting:
+            now = self.rt.now()
+            async with transaction(self.rt.sessions) as session:
+                for task in waiting:
+                    await outbox.mark(session, task, {"after_pull": now.isoformat()})
+                    await self._wait_for_pull(session, shop, task, now)
+            settled |= {t.id for t in waiting}
+        return await self._after_pull(shop, [t for t in tasks if t.id not in settled])
+
+    async def _platform_quantities(self, connector: Connector, tasks: list[Claimed],
+                                   updates: dict[int, StockUpdate],
+                                   ) -> dict[tuple[str, str], int] | None:
+        """What the platform shows for these tasks' SKUs; None when it cannot be asked."""
+        try:
+            with working_on(self.rt.node, "check " + _work(tasks)):
+                return await connector.current_stock([_key(updates[t.id]) for t in tasks])
+        except NotImplementedError:
+            return None
+        except ErpsyncError as exc:
+            log.warning("reclaim check failed; sending", shop=connector.shop.name,
+                        error=_describe(exc))
+            return None
 
     async def _after_pull(self, shop: str, tasks: list[Claimed]) -> list[Claimed]:
         """Hold tasks marked `after_pull` until the shop's order cursor has passed the mark
@@ -220,25 +230,33 @@ class OutboxWorker:
             return tasks
         cursor = await cursor_position(self.rt, shop)
         now = self.rt.now()
-        held = []
-        for task in marked:
-            mark = datetime.fromisoformat(str(task.payload["after_pull"]))
-            if (cursor is None or cursor < mark) and now - mark < PULL_WAIT_LIMIT:
-                held.append(task)
-        if held:
-            delay = self.rt.shop_config(shop).intervals.orders
-            async with transaction(self.rt.sessions) as session:
-                for task in held:
-                    await outbox.defer(session, task, owner=self.rt.node, now=now, delay=delay,
-                                       reason="reclaimed: the platform shows another quantity; "
-                                              "waiting for the orders pulled up to then")
-        return [t for t in tasks if t not in held]
+        held = set()
+        async with transaction(self.rt.sessions) as session:
+            for task in marked:
+                mark = datetime.fromisoformat(str(task.payload["after_pull"]))
+                if (cursor is None or cursor < mark) and now - mark < PULL_WAIT_LIMIT:
+                    await self._wait_for_pull(session, shop, task, now)
+                    held.add(task.id)
+        return [t for t in tasks if t.id not in held]
+
+    async def _wait_for_pull(self, session: AsyncSession, shop: str, task: Claimed,
+                             now: datetime) -> None:
+        await outbox.defer(session, task, owner=self.rt.node, now=now,
+                           delay=self.rt.shop_config(shop).intervals.orders,
+                           reason="reclaimed: the platform shows another quantity; "
+                                  "waiting for the orders pulled up to then")
 
     async def _still_ours(self, tasks: list[Claimed]) -> list[Claimed]:
-        """Renew the leases right before a call; a task another node took over is its now."""
+        """Right before a call: leases set less than a third of their length ago stand
+        (no other node can claim before they expire); older ones are renewed, and a task
+        another node took over meanwhile is its now."""
+        now = self.rt.now()
+        lease = self.rt.config.daemon.lease
+        if all(now - self._leased_at.get(t.id, now - lease) < lease / 3 for t in tasks):
+            return tasks
         async with transaction(self.rt.sessions) as session:
-            ours = await outbox.renew(session, tasks, owner=self.rt.node, now=self.rt.now(),
-                                      lease=self.rt.config.daemon.lease)
+            ours = await outbox.renew(session, tasks, owner=self.rt.node, now=now, lease=lease)
+        self._leased_at.update((task_id, now) for task_id in ours)
         for task in tasks:
             if task.id not in ours:
                 log.warning("outbox lease lost before sending", kind=task.kind,
@@ -366,6 +384,10 @@ class OutboxWorker:
 
 
 _sends = itertools.count(1)
+
+
+def _key(update: StockUpdate) -> tuple[str, str]:
+    return update.platform_item_id, update.platform_sku_id
 
 
 def _work(tasks: Sequence[Claimed]) -> str:

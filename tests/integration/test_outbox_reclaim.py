@@ -195,3 +195,29 @@ async def test_a_pull_keeps_its_lease_through_slow_pages_and_stops_once_it_is_lo
         assert len(held_during_call) >= 5 and all(held_during_call)
         assert all(r.request.headers[WORK_HEADER.lower()].startswith("test-node pull a ")
                    for r in sandbox.requests)
+
+
+async def test_a_sender_that_stalled_past_its_lease_does_not_send_what_was_taken_over(
+        sqlite_url: str, clock: ManualClock, make_runtime: Any, seed_pool: Any,
+        sell_and_ship: Any) -> None:
+    """Two waybills in one claim; the first call stalls past the lease and another node
+    claims what this one held. The second waybill is the other node's to send now."""
+    rt, sandbox = await lamp_shop(sqlite_url, clock, make_runtime, seed_pool)
+    await OutboxWorker(rt).drain()
+    for waybill in ("75123456789013", "75123456789014"):
+        await sell_and_ship(rt, "a", sandbox, "LAMP", waybill)
+    sandbox.requests.clear()
+
+    def stall(platform: str, api: str, seconds: float, error: str | None) -> None:
+        if api == SHIP_API and len(sandbox.calls(SHIP_API)) == 1:
+            lease = rt.config.daemon.lease
+            clock.advance(lease + timedelta(seconds=1))
+            expires = (clock.now() + lease).astimezone(UTC).replace(tzinfo=None)
+            with sqlite3.connect(_sqlite_path(sqlite_url)) as db:  # the other node's claim
+                db.execute("UPDATE outbox SET lease_owner = 'other-node', lease_expires_at = ? "
+                           "WHERE kind = 'ship' AND state = 'sending'",
+                           (expires.isoformat(" "),))
+
+    rt.http.observers.append(stall)
+    await OutboxWorker(rt).drain(kinds=["ship"])
+    assert len(sandbox.calls(SHIP_API)) == 1

@@ -5,14 +5,11 @@ resolution notices, and the log sink when nothing is configured."""
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 import pytest
-import structlog
 from sqlalchemy import select
 from structlog.testing import capture_logs
 
@@ -42,32 +39,6 @@ ENV = {"DINGTALK_WEBHOOK": "https://oapi.dingtalk.com/robot/send?access_token=di
            "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=wecom-key-1",
        "FEISHU_WEBHOOK": "https://open.feishu.cn/open-apis/bot/v2/hook/feishu-hook-1",
        "HOOK_SECRET": "whsec-0123456789", "SMTP_PASSWORD": "smtp-password"}
-ROOT = Path(__file__).resolve().parents[3]
-
-
-def write_config(tmp_path: Path, db_url: str, shops: list[dict[str, Any]], *,
-                 extra: str = "") -> Path:
-    """A config file beside a copy of the repository's rules.toml (as tests/conftest.py
-    writes it; a second conftest in tests/contract makes that one unimportable by name)."""
-    shutil.copy(ROOT / "config" / "rules.toml", tmp_path / "rules.toml")
-    lines = ['rules = "rules.toml"', 'secrets = "secrets.json"', "", "[database]",
-             f'url = "{db_url}"', ""]
-    for shop in shops:
-        lines.append("[[shops]]")
-        lines += [f"{key} = {str(value).lower() if isinstance(value, bool) else repr(value)}"
-                  for key, value in shop.items()]
-    path = tmp_path / "erpsync.toml"
-    path.write_text("\n".join(lines) + "\n" + extra, encoding="utf-8")
-    return path
-
-
-@pytest.fixture(autouse=True)
-def fresh_logging() -> Iterator[None]:
-    """Command-line tests elsewhere leave structlog writing to their runner's closed
-    stream; the delivery job logs, so it starts from structlog's defaults."""
-    structlog.reset_defaults()
-    yield
-    structlog.reset_defaults()
 
 
 class Recording:
@@ -152,13 +123,13 @@ def test_a_bad_entry_names_its_key_and_never_its_secret() -> None:
 
 # -- delivering from the database ---------------------------------------------------------------
 @pytest.fixture
-async def runtime(tmp_path: Path, clock: ManualClock) -> Any:
+async def runtime(config_file: Any, clock: ManualClock) -> Any:
     made: list[Runtime] = []
 
     async def factory(db_url: str, *, sinks: str = "", environ: dict[str, str] | None = None,
                       transport: httpx.AsyncBaseTransport | None = None) -> Runtime:
         extra = f"\n[alerts]\nsinks = [{sinks}]\n" if sinks else ""
-        config = load(write_config(tmp_path, db_url, [], extra=extra), check_env=False)
+        config = load(config_file(db_url, [], extra=extra), check_env=False)
         engine = create_engine(config.database_url)
         await upgrade(engine, config.database_url)
         rt = Runtime(config, clock=clock, engine=engine, transport=transport,

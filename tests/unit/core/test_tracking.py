@@ -7,7 +7,6 @@ SLA — each resolved when its condition clears."""
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -44,27 +43,11 @@ GUANGDONG = {"province": "广东省", "city": "深圳市", "district": "南山�
 CALLBACK = "http://erp.example.com/hooks/kuaidi100"
 
 Factory = Callable[..., Any]
-ROOT = Path(__file__).resolve().parents[3]
-
-
-def write_config(tmp_path: Path, db_url: str, shops: list[dict[str, Any]], *,
-                 extra: str = "") -> Path:
-    """A config file beside a copy of the repository's rules.toml (as tests/conftest.py
-    writes it; a second conftest in tests/contract makes that one unimportable by name)."""
-    shutil.copy(ROOT / "config" / "rules.toml", tmp_path / "rules.toml")
-    lines = ['rules = "rules.toml"', 'secrets = "secrets.json"', "", "[database]",
-             f'url = "{db_url}"', ""]
-    for shop in shops:
-        lines.append("[[shops]]")
-        lines += [f"{key} = {str(value).lower() if isinstance(value, bool) else repr(value)}"
-                  for key, value in shop.items()]
-    path = tmp_path / "erpsync.toml"
-    path.write_text("\n".join(lines) + "\n" + extra, encoding="utf-8")
-    return path
 
 
 @pytest.fixture
-async def tracked(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Factory]:
+async def tracked(tmp_path: Path, config_file: Any, clock: ManualClock,
+                  ) -> AsyncIterator[Factory]:
     """`await tracked(db_url, shops={...}, tracking=..., rules=...)`: a migrated Runtime
     whose shops are Taobao sandboxes and whose tracking provider is a Kuaidi100 sandbox."""
     made: list[Runtime] = []
@@ -80,7 +63,7 @@ async def tracked(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Factory]:
         tracker = Kuaidi100Sandbox(clock=clock)
         entries = [{"name": name, "platform": "taobao", "sandbox": True, **extra}
                    for name, extra in shops.items()]
-        path = write_config(tmp_path, db_url, entries, extra=(
+        path = config_file(db_url, entries, extra=(
             '\n[tracking]\nprovider = "kuaidi100"\nsandbox = true\n' + tracking))
         if rules:
             text = (tmp_path / "rules.toml").read_text(encoding="utf-8")
@@ -452,8 +435,8 @@ def test_tracking_settings_name_every_bad_key() -> None:
 
 
 async def test_a_real_provider_needs_its_environment_variables(
-        sqlite_url: str, tmp_path: Path, clock: ManualClock) -> None:
-    path = write_config(tmp_path, sqlite_url, [], extra=(
+        sqlite_url: str, config_file: Any, clock: ManualClock) -> None:
+    path = config_file(sqlite_url, [], extra=(
         '\n[tracking]\nprovider = "kuaidi100"\n'
         'credentials = { app_key = "K100_CUSTOMER", app_secret = "K100_KEY" }\n'))
     config = load(path, check_env=False)
@@ -471,7 +454,7 @@ async def test_a_real_provider_needs_its_environment_variables(
         await rt2.http.aclose()
     finally:
         await rt.close()
-    unknown = write_config(tmp_path, sqlite_url, [], extra='\n[tracking]\nprovider = "nope"\n')
+    unknown = config_file(sqlite_url, [], extra='\n[tracking]\nprovider = "nope"\n')
     rt3 = Runtime(load(unknown, check_env=False), clock=clock)
     try:
         with pytest.raises(ConfigProblems, match="unknown tracking provider 'nope'"):
